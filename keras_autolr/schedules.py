@@ -1,0 +1,148 @@
+"""Learning-rate maths of AutoLR as small pure functions of the step.
+
+Every function takes the step count explicitly and an array namespace `xp`
+(NumPy by default). The same code therefore serves the host-side controller
+(`xp=numpy`, float64) and the in-graph schedule that the optimizer evaluates
+every step (`xp=keras.ops`, see `keras_autolr.lr_schedule`), so the formula
+lives in exactly one place.
+
+Conventions: `step` is the 0-based index of an optimizer update; the value
+returned is the learning rate used *by* that update.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+WARMUPS = ("exponential", "linear")
+DECAYS = ("cosine", "constant_cosine")
+
+
+def exponential_ramp(
+    step: Any, min_lr: float, max_lr: float, ramp_steps: float, xp: Any = np
+) -> Any:
+    """Geometric growth from `min_lr` at step 0 to `max_lr` at `ramp_steps`.
+
+    `min_lr * (max_lr / min_lr) ** (step / ramp_steps)`.
+    """
+    return min_lr * xp.power(max_lr / min_lr, step / ramp_steps)
+
+
+def linear_ramp(
+    step: Any, min_lr: float, max_lr: float, ramp_steps: float, xp: Any = np
+) -> Any:
+    """Linear growth from `min_lr` at step 0 to `max_lr` at `ramp_steps`."""
+    del xp  # Pure arithmetic; kept for a uniform signature.
+    return min_lr + (max_lr - min_lr) * (step / ramp_steps)
+
+
+def cosine_decay(
+    step: Any, peak_lr: Any, start: Any, end: Any, xp: Any = np
+) -> Any:
+    """Half-cosine from `peak_lr` at `start` to exactly 0 at `end`.
+
+    Steps before `start` give `peak_lr`, steps after `end` give 0.
+    """
+    progress = xp.clip((step - start) / xp.maximum(end - start, 1.0), 0.0, 1.0)
+    return peak_lr * 0.5 * (1.0 + xp.cos(math.pi * progress))
+
+
+def constant_cosine_decay(
+    step: Any,
+    peak_lr: Any,
+    start: Any,
+    end: Any,
+    cooldown_steps: float,
+    xp: Any = np,
+) -> Any:
+    """`peak_lr` held constant, then a half-cosine to 0 over the last steps.
+
+    The cosine covers the last `cooldown_steps` steps before `end`, or starts
+    at `start` if that is later (a switch inside the cooldown window).
+    """
+    cooldown_start = xp.maximum(end - cooldown_steps, start)
+    return cosine_decay(step, peak_lr, cooldown_start, end, xp=xp)
+
+
+def ramp(
+    kind: str,
+    step: Any,
+    min_lr: float,
+    max_lr: float,
+    ramp_steps: float,
+    xp: Any = np,
+) -> Any:
+    """The warmup ramp named by `kind` (`"exponential"` or `"linear"`)."""
+    if kind == "exponential":
+        return exponential_ramp(step, min_lr, max_lr, ramp_steps, xp=xp)
+    if kind == "linear":
+        return linear_ramp(step, min_lr, max_lr, ramp_steps, xp=xp)
+    raise ValueError(f"Unknown warmup {kind!r}; expected one of {WARMUPS}.")
+
+
+def decay(
+    kind: str,
+    step: Any,
+    peak_lr: Any,
+    start: Any,
+    end: Any,
+    cooldown_steps: float,
+    xp: Any = np,
+) -> Any:
+    """The decay named by `kind` (`"cosine"` or `"constant_cosine"`)."""
+    if kind == "cosine":
+        return cosine_decay(step, peak_lr, start, end, xp=xp)
+    if kind == "constant_cosine":
+        return constant_cosine_decay(
+            step, peak_lr, start, end, cooldown_steps, xp=xp
+        )
+    raise ValueError(f"Unknown decay {kind!r}; expected one of {DECAYS}.")
+
+
+def autolr(
+    step: Any,
+    *,
+    switch_step: Any,
+    peak_lr: Any,
+    warmup: str,
+    decay_kind: str,
+    min_lr: float,
+    max_lr: float,
+    ramp_steps: float,
+    total_steps: float,
+    cooldown_steps: float,
+    xp: Any = np,
+) -> Any:
+    """The whole AutoLR schedule: ramp before `switch_step`, decay from it.
+
+    Before a decision is made `switch_step` is the warmup cap (`ramp_steps`)
+    and `peak_lr` is `max_lr`, so that with no intervention the schedule
+    ends warmup at the cap at the LR it has reached, as AutoWU does.
+    """
+    step = xp.minimum(step, total_steps)
+    warm = ramp(warmup, step, min_lr, max_lr, ramp_steps, xp=xp)
+    cool = decay(
+        decay_kind, step, peak_lr, switch_step, total_steps, cooldown_steps, xp
+    )
+    return xp.where(step < switch_step, warm, cool)
+
+
+def lr_at_fraction(
+    kind: str,
+    x: Any,
+    now: float,
+    min_lr: float,
+    max_lr: float,
+    ramp_steps: float,
+    xp: Any = np,
+) -> Any:
+    """Map normalised warmup time back to the LR in use then.
+
+    `x = 0` is the start of warmup and `x = 1` is step `now`; the LR is the
+    ramp's at step `x * now`. For the exponential ramp this is geometric
+    interpolation between `min_lr` and the LR at `now`.
+    """
+    return ramp(kind, x * now, min_lr, max_lr, ramp_steps, xp=xp)

@@ -1,0 +1,106 @@
+import math
+
+import numpy as np
+import pytest
+
+from keras_autolr import schedules
+
+STEPS = np.arange(0, 1001, dtype=np.float64)
+
+
+def test_exponential_ramp_matches_formula_and_endpoints():
+    lr = schedules.exponential_ramp(STEPS, 1e-5, 1.0, 1000)
+    np.testing.assert_allclose(lr, 1e-5 * (1e5 ** (STEPS / 1000)), rtol=1e-12)
+    assert lr[0] == pytest.approx(1e-5, rel=1e-12)
+    assert lr[-1] == pytest.approx(1.0, rel=1e-12)
+    assert np.all(np.diff(lr) > 0)
+    # Geometric: a constant ratio between consecutive steps.
+    np.testing.assert_allclose(lr[1:] / lr[:-1], 1e5 ** (1 / 1000))
+
+
+def test_linear_ramp_matches_formula_and_endpoints():
+    lr = schedules.linear_ramp(STEPS, 1e-3, 0.5, 1000)
+    np.testing.assert_allclose(lr, 1e-3 + (0.5 - 1e-3) * STEPS / 1000)
+    assert lr[0] == 1e-3
+    assert lr[-1] == pytest.approx(0.5)
+    np.testing.assert_allclose(np.diff(lr), (0.5 - 1e-3) / 1000)
+
+
+def test_cosine_decay_formula_endpoints_and_monotonicity():
+    steps = np.arange(100, 501, dtype=np.float64)
+    lr = schedules.cosine_decay(steps, 0.2, 100.0, 500.0)
+    expected = 0.2 * 0.5 * (1 + np.cos(np.pi * (steps - 100) / 400))
+    np.testing.assert_allclose(lr, expected, rtol=1e-12, atol=1e-18)
+    assert lr[0] == 0.2
+    assert lr[-1] == 0.0
+    assert np.all(np.diff(lr) <= 0)
+    # Clamped outside [start, end].
+    assert schedules.cosine_decay(50.0, 0.2, 100.0, 500.0) == 0.2
+    assert schedules.cosine_decay(900.0, 0.2, 100.0, 500.0) == 0.0
+
+
+def test_constant_cosine_holds_then_cools_down():
+    steps = np.arange(100, 1001, dtype=np.float64)
+    lr = schedules.constant_cosine_decay(steps, 0.3, 100.0, 1000.0, 200.0)
+    hold = steps <= 800
+    np.testing.assert_array_equal(lr[hold], 0.3)
+    cool = steps[~hold]
+    expected = 0.3 * 0.5 * (1 + np.cos(np.pi * (cool - 800) / 200))
+    np.testing.assert_allclose(lr[~hold], expected, rtol=1e-12, atol=1e-18)
+    assert lr[-1] == 0.0
+    # A switch inside the cooldown window starts the cosine at the switch.
+    late = schedules.constant_cosine_decay(
+        np.array([900.0, 950.0, 1000.0]), 0.3, 900.0, 1000.0, 200.0
+    )
+    np.testing.assert_allclose(late, [0.3, 0.15, 0.0], atol=1e-15)
+
+
+@pytest.mark.parametrize("warmup", ["exponential", "linear"])
+@pytest.mark.parametrize("decay", ["cosine", "constant_cosine"])
+def test_autolr_joins_ramp_and_decay_at_the_switch(warmup, decay):
+    kw = dict(
+        warmup=warmup,
+        decay_kind=decay,
+        min_lr=1e-4,
+        max_lr=1.0,
+        ramp_steps=500.0,
+        total_steps=1000.0,
+        cooldown_steps=200.0,
+    )
+    steps = np.arange(0, 1101, dtype=np.float64)
+    lr = schedules.autolr(steps, switch_step=300.0, peak_lr=0.01, **kw)
+    ramp = schedules.ramp(warmup, steps, 1e-4, 1.0, 500.0)
+    dec = schedules.decay(decay, steps, 0.01, 300.0, 1000.0, 200.0)
+    np.testing.assert_array_equal(lr[:300], ramp[:300])
+    np.testing.assert_array_equal(lr[300:1001], dec[300:1001])
+    assert lr[300] == pytest.approx(0.01)
+    assert lr[1000] == 0.0
+    np.testing.assert_array_equal(lr[1000:], 0.0)
+    assert np.all(np.diff(lr[300:]) <= 0)
+    assert np.all(np.diff(lr[:300]) > 0)
+
+
+def test_lr_at_fraction_is_geometric_interpolation():
+    now = 400.0
+    x = np.linspace(0, 1, 11)
+    lr = schedules.lr_at_fraction("exponential", x, now, 1e-5, 1.0, 1000.0)
+    current = schedules.exponential_ramp(now, 1e-5, 1.0, 1000.0)
+    np.testing.assert_allclose(lr, 1e-5 * (current / 1e-5) ** x, rtol=1e-12)
+    assert lr[0] == pytest.approx(1e-5)
+    assert lr[-1] == pytest.approx(current)
+    lin = schedules.lr_at_fraction("linear", x, now, 1e-3, 1.0, 1000.0)
+    current = schedules.linear_ramp(now, 1e-3, 1.0, 1000.0)
+    np.testing.assert_allclose(lin, 1e-3 + (current - 1e-3) * x, rtol=1e-12)
+
+
+def test_unknown_kinds_are_refused():
+    with pytest.raises(ValueError, match="warmup 'cubic'"):
+        schedules.ramp("cubic", 0.0, 1e-5, 1.0, 10.0)
+    with pytest.raises(ValueError, match="decay 'step'"):
+        schedules.decay("step", 0.0, 1.0, 0.0, 10.0, 2.0)
+
+
+def test_cosine_half_point():
+    assert schedules.cosine_decay(50.0, 1.0, 0.0, 100.0) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi / 2))
+    )
