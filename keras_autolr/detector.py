@@ -266,7 +266,8 @@ class MinimumDetector:
         def profile_nll(log10_r: np.ndarray) -> np.ndarray:
             d = 10.0 ** log10_r[:, None] * lam[None, :] + 1.0
             s2 = np.mean(z2[None, :] / d, axis=1)
-            return n * np.log(s2) + np.sum(np.log(d), axis=1)
+            # The floor keeps constant losses (all z2 = 0) finite.
+            return n * np.log(s2 + 1e-300) + np.sum(np.log(d), axis=1)
 
         nll = profile_nll(_LOG10_SNR_GRID)
         best = int(np.argmin(nll))

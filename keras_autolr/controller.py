@@ -1,0 +1,522 @@
+"""The AutoLR state machine: adaptive warmup, then decay, over a step budget.
+
+Framework-free. It takes the training loss of each step (or the mean of a
+chunk of steps), owns the minimum detector, and returns the learning rate of
+the next step. Custom training loops use it directly:
+
+```python
+ctl = AutoLRController(total_steps=10_000)
+for batch in data:
+    optimizer.learning_rate = lr  # From the previous call (or ctl.lr).
+    loss = train_step(batch)
+    lr = ctl.step(loss)
+```
+
+All time is counted in optimizer steps; epochs appear only in the Keras
+adapter. The whole schedule is a pure function of two numbers decided on the
+way, the switch step and the peak LR (`keras_autolr.schedules.autolr`), so
+the Keras adapter can evaluate it in-graph every step and touch the device
+only when a decision changes them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from keras_autolr import schedules
+from keras_autolr.detector import MinimumDetector
+
+WARMUP = "warmup"
+DECAY = "decay"
+_STATE_FORMAT = 1
+
+
+class AutoLRController:
+    """Adaptive warmup (AutoWU) and decay to zero over `total_steps` steps.
+
+    Warmup starts at `min_lr` and grows the LR every step so that it would
+    reach `max_lr` at the cap, `max_warmup_fraction * total_steps`. Every
+    `check_every` steps a Gaussian-process test asks whether the loss has
+    passed its minimum; after `patience` consecutive "yes" the LR rolls back
+    to the LR at the smoothed loss minimum and decays from there to 0 at
+    `total_steps`. A non-finite loss ends warmup at once. If the cap comes
+    first, warmup ends there at the LR of the smoothed minimum so far.
+
+    Args:
+        total_steps: the step budget; the LR is 0 from this step on.
+        min_lr: LR of the first step. Defaults to `1e-5`.
+        max_lr: LR the ramp would reach at the cap. Defaults to `1.0`.
+        max_warmup_fraction: the cap, as a fraction of `total_steps`, in
+            (0, 1]. Defaults to `0.5`.
+        warmup: `"exponential"` (geometric growth) or `"linear"`.
+            Defaults to `"exponential"`.
+        decay: `"cosine"` (from the peak to 0) or `"constant_cosine"` (the
+            peak held, then cosine over the last `cooldown_fraction` of the
+            budget, as the AutoWU reference). Defaults to `"cosine"`.
+        cooldown_fraction: length of the cosine of `"constant_cosine"`, as a
+            fraction of `total_steps`, in (0, 1]. Defaults to `0.2`.
+        check_every: steps between two tests, a multiple of `bin_steps`.
+            `None` picks about 100 tests over the warmup cap. Set it to the
+            steps per epoch (with `patience=3`, `decay="constant_cosine"`)
+            to reproduce the AutoWU reference. Defaults to `None`.
+        patience: consecutive positive tests needed to end warmup.
+            Defaults to `3`.
+        num_tests: posteriors that vote in each test. Defaults to `5`.
+        confidence: probability above which a posterior votes "past the
+            minimum". Defaults to `0.95`.
+        bin_steps: losses are averaged over bins of this many steps before
+            the GP sees them. Use a multiple of `steps_per_execution` to make
+            decisions independent of it. Defaults to `1`.
+        min_bins: no test before this many finite bins. Defaults to `8`.
+        max_bins: memory bound: at this many bins, neighbours are merged
+            pairwise (bins get twice as wide). Defaults to `1024`.
+        seed: seed of the detector's subsampling; equal seeds and losses
+            give equal decisions in every process. Defaults to `0`.
+
+    Example:
+
+    >>> ctl = AutoLRController(total_steps=1000)
+    >>> lr = ctl.lr  # 1e-5, for the first step.
+    >>> for step in range(1000):
+    ...     loss = 1.0 + (math.log10(lr) + 2.0) ** 2  # Best LR 1e-2.
+    ...     lr = ctl.step(loss)
+    >>> ctl.phase, round(math.log10(ctl.peak_lr))
+    ('decay', -2)
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        min_lr: float = 1e-5,
+        max_lr: float = 1.0,
+        max_warmup_fraction: float = 0.5,
+        warmup: str = "exponential",
+        decay: str = "cosine",
+        cooldown_fraction: float = 0.2,
+        check_every: int | None = None,
+        patience: int = 3,
+        num_tests: int = 5,
+        confidence: float = 0.95,
+        peak_fraction: float = 1.0,
+        bin_steps: int = 1,
+        min_bins: int = 8,
+        max_bins: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        _check_int("total_steps", total_steps, 2)
+        _check_float("min_lr", min_lr, low=0.0, low_open=True)
+        _check_float("max_lr", max_lr, low=0.0, low_open=True)
+        if not min_lr < max_lr:
+            raise ValueError(
+                "Argument `min_lr` must be < `max_lr`. Received: "
+                f"min_lr={min_lr}, max_lr={max_lr}"
+            )
+        _check_float("max_warmup_fraction", max_warmup_fraction, 0.0, 1.0, True)
+        _check_choice("warmup", warmup, schedules.WARMUPS)
+        _check_choice("decay", decay, schedules.DECAYS)
+        _check_float("cooldown_fraction", cooldown_fraction, 0.0, 1.0, True)
+        _check_float("peak_fraction", peak_fraction, 0.0, 1.0, True)
+        _check_int("bin_steps", bin_steps, 1)
+        if check_every is None:
+            ramp = max(1, int(max_warmup_fraction * total_steps))
+            check_every = bin_steps * max(1, round(ramp / 100 / bin_steps))
+        _check_int("check_every", check_every, 1)
+        if check_every % bin_steps:
+            raise ValueError(
+                "Argument `check_every` must be a multiple of `bin_steps`. "
+                f"Received: check_every={check_every}, bin_steps={bin_steps}"
+            )
+        _check_int("patience", patience, 1)
+        _check_int("min_bins", min_bins, 3)
+        _check_int("max_bins", max_bins, 16)
+        if max_bins % 2:
+            raise ValueError(
+                "Argument `max_bins` must be even. "
+                f"Received: max_bins={max_bins}"
+            )
+        self.total_steps = int(total_steps)
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.max_warmup_fraction = float(max_warmup_fraction)
+        self.warmup = warmup
+        self.decay = decay
+        self.cooldown_fraction = float(cooldown_fraction)
+        self.check_every = int(check_every)
+        self.patience = int(patience)
+        self.peak_fraction = float(peak_fraction)
+        self.bin_steps = int(bin_steps)
+        self.min_bins = int(min_bins)
+        self.max_bins = int(max_bins)
+        self.detector = MinimumDetector(
+            num_tests=num_tests, confidence=confidence, seed=seed
+        )
+        self.ramp_steps = max(1, int(self.max_warmup_fraction * total_steps))
+        self.cooldown_steps = self.cooldown_fraction * self.total_steps
+        self._reset()
+
+    # ------------------------------------------------------------------
+    # Configuration and state.
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, for `AutoLRController(**config)`."""
+        return {
+            "total_steps": self.total_steps,
+            "min_lr": self.min_lr,
+            "max_lr": self.max_lr,
+            "max_warmup_fraction": self.max_warmup_fraction,
+            "warmup": self.warmup,
+            "decay": self.decay,
+            "cooldown_fraction": self.cooldown_fraction,
+            "check_every": self.check_every,
+            "patience": self.patience,
+            "num_tests": self.detector.num_tests,
+            "confidence": self.detector.confidence,
+            "peak_fraction": self.peak_fraction,
+            "bin_steps": self.bin_steps,
+            "min_bins": self.min_bins,
+            "max_bins": self.max_bins,
+            "seed": self.detector.seed,
+        }
+
+    def _reset(self) -> None:
+        self._steps = 0
+        self._switch_step = self.ramp_steps
+        self._peak_lr = self.max_lr
+        self._minimum_lr: float | None = None
+        self._bin_width = self.bin_steps
+        self._bin_sums: list[float] = []
+        self._bin_counts: list[float] = []
+        self._open_sum = 0.0
+        self._open_count = 0.0
+        self._check_mark = 0
+        self._num_checks = 0
+        self._consecutive = 0
+        self._last_probability: float | None = None
+        self._events: list[dict[str, Any]] = []
+        self._revision = 0
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as JSON-compatible values.
+
+        `json.dumps(ctl.get_state())` is a complete checkpoint; non-finite
+        bin values are stored as `None`.
+        """
+        return {
+            "format": _STATE_FORMAT,
+            "config": self.get_config(),
+            "steps": self._steps,
+            "switch_step": self._switch_step,
+            "peak_lr": self._peak_lr,
+            "minimum_lr": self._minimum_lr,
+            "bin_width": self._bin_width,
+            "bin_sums": [_to_json(v) for v in self._bin_sums],
+            "bin_counts": list(self._bin_counts),
+            "open_sum": _to_json(self._open_sum),
+            "open_count": self._open_count,
+            "check_mark": self._check_mark,
+            "num_checks": self._num_checks,
+            "consecutive": self._consecutive,
+            "last_probability": self._last_probability,
+            "events": [dict(e) for e in self._events],
+            "revision": self._revision,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a `get_state()` of a controller with the same config.
+
+        Raises:
+            ValueError: if the state is of another format or configuration.
+        """
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise ValueError(
+                "Not an AutoLRController state of format "
+                f"{_STATE_FORMAT}. Received keys: "
+                f"{sorted(state) if isinstance(state, dict) else state!r}"
+            )
+        if state["config"] != self.get_config():
+            diff = {
+                k: (v, state["config"].get(k))
+                for k, v in self.get_config().items()
+                if state["config"].get(k) != v
+            }
+            raise ValueError(
+                "The saved AutoLR state was made with other settings "
+                f"(this run's value, saved value): {diff}. Resume with the "
+                "settings of the saved run, or start without the state."
+            )
+        self._steps = int(state["steps"])
+        self._switch_step = int(state["switch_step"])
+        self._peak_lr = float(state["peak_lr"])
+        self._minimum_lr = state["minimum_lr"]
+        self._bin_width = int(state["bin_width"])
+        self._bin_sums = [_from_json(v) for v in state["bin_sums"]]
+        self._bin_counts = [float(v) for v in state["bin_counts"]]
+        self._open_sum = _from_json(state["open_sum"])
+        self._open_count = float(state["open_count"])
+        self._check_mark = int(state["check_mark"])
+        self._num_checks = int(state["num_checks"])
+        self._consecutive = int(state["consecutive"])
+        self._last_probability = state["last_probability"]
+        self._events = [dict(e) for e in state["events"]]
+        self._revision = int(state["revision"])
+
+    # ------------------------------------------------------------------
+    # Read-only views.
+
+    @property
+    def steps(self) -> int:
+        """Number of steps whose loss has been observed."""
+        return self._steps
+
+    @property
+    def phase(self) -> str:
+        """`"warmup"` before the switch step, `"decay"` from it on."""
+        return WARMUP if self._steps < self._switch_step else DECAY
+
+    @property
+    def switch_step(self) -> int:
+        """First step of the decay (the warmup cap until a decision)."""
+        return self._switch_step
+
+    @property
+    def peak_lr(self) -> float:
+        """LR at which the decay starts (provisional during warmup)."""
+        return self._peak_lr
+
+    @property
+    def minimum_lr(self) -> float | None:
+        """LR at the smoothed loss minimum of the latest test, if any."""
+        return self._minimum_lr
+
+    @property
+    def lr(self) -> float:
+        """LR of the next step, `self.steps`."""
+        return float(self.lr_at(self._steps))
+
+    @property
+    def revision(self) -> int:
+        """Increases whenever `switch_step` or `peak_lr` changes."""
+        return self._revision
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Decisions so far, each a dict with at least `step` and `event`."""
+        return [dict(e) for e in self._events]
+
+    @property
+    def last_probability(self) -> float | None:
+        """Mean past-minimum probability of the latest test, if any."""
+        return self._last_probability
+
+    def lr_at(self, step: Any) -> Any:
+        """LR of step(s) `step` under the decisions made so far."""
+        return schedules.autolr(
+            np.asarray(step, dtype=np.float64),
+            switch_step=self._switch_step,
+            peak_lr=self._peak_lr,
+            warmup=self.warmup,
+            decay_kind=self.decay,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp_steps=self.ramp_steps,
+            total_steps=self.total_steps,
+            cooldown_steps=self.cooldown_steps,
+        )
+
+    def loss_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Recorded losses as `(center_step, mean_loss, num_steps)` arrays."""
+        sums = np.asarray(self._bin_sums, dtype=np.float64)
+        counts = np.asarray(self._bin_counts, dtype=np.float64)
+        centers = (np.arange(sums.size) + 0.5) * self._bin_width
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return centers, sums / counts, counts
+
+    # ------------------------------------------------------------------
+    # Feeding losses.
+
+    def step(self, loss: float) -> float:
+        """Records the loss of one step; returns the LR of the next step."""
+        return self.update(loss, num_steps=1)
+
+    def update(self, loss: float, num_steps: int = 1) -> float:
+        """Records the mean loss of the next `num_steps` steps.
+
+        Args:
+            loss: mean training loss over those steps (NaN/inf allowed: a
+                non-finite loss during warmup ends it at once).
+            num_steps: how many steps the mean covers, e.g. the chunk size
+                with `steps_per_execution`.
+
+        Returns:
+            The LR of the next step.
+        """
+        _check_int("num_steps", num_steps, 1)
+        loss = float(loss)
+        was_warmup = self.phase == WARMUP
+        first_step = self._steps
+        chunk_end = first_step + num_steps
+        while self._steps < chunk_end:
+            bin_end = (len(self._bin_sums) + 1) * self._bin_width
+            take = min(chunk_end, bin_end) - self._steps
+            self._open_sum += loss * take
+            self._open_count += take
+            self._steps += take
+            if self._steps == bin_end:
+                self._close_bin(chunk_end)
+        if self.phase == WARMUP and not math.isfinite(loss):
+            self._diverged(loss, first_step)
+        elif was_warmup and self.phase == DECAY and not self._events:
+            self._events.append(
+                {
+                    "step": self._switch_step,
+                    "event": "switch",
+                    "reason": "cap",
+                    "lr_before": float(self.lr_at(self._switch_step - 1)),
+                    "peak_lr": self._peak_lr,
+                    "minimum_lr": self._minimum_lr,
+                }
+            )
+        return self.lr
+
+    def _close_bin(self, chunk_end: int) -> None:
+        """Stores the open bin; runs the test if one is due at its end.
+
+        A decision takes effect at `chunk_end`, the first step not yet run.
+        """
+        self._bin_sums.append(self._open_sum)
+        self._bin_counts.append(self._open_count)
+        self._open_sum = 0.0
+        self._open_count = 0.0
+        if len(self._bin_sums) == self.max_bins:
+            # An even number of aligned bins: merge neighbours pairwise.
+            self._bin_sums = _pairwise_sum(self._bin_sums)
+            self._bin_counts = _pairwise_sum(self._bin_counts)
+            self._bin_width *= 2
+        end = self._steps
+        if end // self.check_every > self._check_mark:
+            self._check_mark = end // self.check_every
+            if chunk_end <= self._switch_step:
+                self._check(end, chunk_end)
+
+    def _check(self, now: int, effective: int) -> None:
+        """Tests the losses up to step `now`; acts from step `effective`."""
+        centers, means, counts = self.loss_bins()
+        x = centers / now
+        if np.count_nonzero(np.isfinite(means)) < self.min_bins:
+            return
+        detection = self.detector.test(x, means, counts, key=self._num_checks)
+        self._num_checks += 1
+        self._last_probability = float(np.mean(detection.probabilities))
+        self._consecutive = (
+            self._consecutive + 1 if detection.past_minimum else 0
+        )
+        lrs = schedules.lr_at_fraction(
+            self.warmup,
+            np.asarray(detection.minimum_x),
+            now,
+            self.min_lr,
+            self.max_lr,
+            self.ramp_steps,
+        )
+        self._minimum_lr = float(np.mean(lrs))
+        peak_lr = self.peak_fraction * self._minimum_lr
+        if self._consecutive >= self.patience:
+            self._switch("minimum", peak_lr, effective)
+        elif peak_lr != self._peak_lr:
+            # Provisional: if the cap comes first, warmup ends at the LR of
+            # the smoothed minimum rather than at the overshoot.
+            self._peak_lr = peak_lr
+            self._revision += 1
+
+    def _diverged(self, loss: float, first_step: int) -> None:
+        """A non-finite loss during warmup: end it now, at a safe LR.
+
+        The safe LR is half the LR of the last step with a finite loss, or
+        the LR at the smoothed minimum if that is lower.
+        """
+        now = self._steps
+        good = float(self.lr_at(first_step - 1)) if first_step else self.min_lr
+        safe = 0.5 * good
+        if self._minimum_lr is not None:
+            safe = min(safe, self._minimum_lr)
+        warnings.warn(
+            f"AutoLR: non-finite loss ({loss}) at step {now - 1} with LR "
+            f"{float(self.lr_at(now - 1)):.4g}; warmup ends now and the LR "
+            f"rolls back to {safe:.4g}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._switch("divergence", safe, now)
+
+    def _switch(self, reason: str, peak_lr: float, step: int) -> None:
+        lr_before = float(self.lr_at(step - 1))
+        self._switch_step = step
+        self._peak_lr = float(peak_lr)
+        self._revision += 1
+        self._events.append(
+            {
+                "step": step,
+                "event": "switch",
+                "reason": reason,
+                "lr_before": lr_before,
+                "peak_lr": self._peak_lr,
+                "minimum_lr": self._minimum_lr,
+            }
+        )
+
+
+def _pairwise_sum(values: list[float]) -> list[float]:
+    return [a + b for a, b in zip(values[::2], values[1::2], strict=True)]
+
+
+def _to_json(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _from_json(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < minimum
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+) -> None:
+    ok = isinstance(value, int | float | np.floating) and not isinstance(
+        value, bool
+    )
+    ok = ok and math.isfinite(value) and value <= high
+    ok = ok and (value > low if low_open else value >= low)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(
+            f"Argument `{name}` must be a finite number in {bounds}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Argument `{name}` must be one of {choices}. "
+            f"Received: {name}={value!r}"
+        )

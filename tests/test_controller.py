@@ -1,0 +1,255 @@
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keras_autolr import schedules
+from keras_autolr.controller import AutoLRController
+
+
+def u_loss(lr, best=1e-2):
+    return 1.0 + 0.3 * math.log10(lr / best) ** 2
+
+
+def drive(ctl, loss_of_lr, steps, seed=0, noise=0.05):
+    """Runs `steps` steps; returns the LR used by each step."""
+    rng = np.random.default_rng(seed)
+    used = []
+    lr = ctl.lr
+    for _ in range(steps):
+        used.append(lr)
+        lr = ctl.step(loss_of_lr(lr) + noise * rng.normal())
+    return np.asarray(used)
+
+
+def test_full_trajectory_on_a_synthetic_loss():
+    ctl = AutoLRController(total_steps=600)
+    used = drive(ctl, u_loss, 600)
+    (event,) = ctl.events
+    s = ctl.switch_step
+    assert event == {
+        "step": s,
+        "event": "switch",
+        "reason": "minimum",
+        "lr_before": pytest.approx(used[s - 1]),
+        "peak_lr": ctl.peak_lr,
+        "minimum_lr": ctl.minimum_lr,
+    }
+    assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
+    assert used[s] == pytest.approx(ctl.peak_lr)
+    steps = np.arange(600, dtype=np.float64)
+    ramp = schedules.exponential_ramp(steps[:s], 1e-5, 1.0, ctl.ramp_steps)
+    np.testing.assert_allclose(used[:s], ramp, rtol=1e-12)
+    decay = schedules.cosine_decay(steps[s:], ctl.peak_lr, s, 600.0)
+    np.testing.assert_allclose(used[s:], decay, rtol=1e-12)
+    # Every LR returned equals the pure schedule of the decisions.
+    np.testing.assert_allclose(used, ctl.lr_at(steps), rtol=1e-12)
+    assert ctl.phase == "decay"
+    assert ctl.lr == 0.0  # LR of step 600 = total_steps.
+
+
+def test_switch_is_forced_at_the_cap():
+    # The loss keeps decreasing: the test never fires.
+    ctl = AutoLRController(total_steps=400, max_warmup_fraction=0.25)
+    used = drive(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 400, noise=0.01)
+    (event,) = ctl.events
+    assert event["reason"] == "cap"
+    assert event["step"] == ctl.switch_step == ctl.ramp_steps == 100
+    # Warmup ends at the smoothed minimum so far: at or near the cap LR.
+    assert used[99] == pytest.approx(1e-5 * 1e5 ** (99 / 100))
+    assert 0.5 <= ctl.peak_lr <= 1.0
+    assert used[100] == pytest.approx(ctl.peak_lr)
+    assert used[-1] > 0.0
+    assert ctl.lr_at(400) == 0.0
+
+
+@pytest.mark.parametrize("decay", ["cosine", "constant_cosine"])
+def test_lr_reaches_zero_exactly_at_total_steps(decay):
+    ctl = AutoLRController(total_steps=500, decay=decay)
+    used = drive(ctl, u_loss, 500)
+    assert used[-1] > 0.0
+    assert ctl.lr == 0.0
+    assert ctl.lr_at(np.arange(500, 520)).tolist() == [0.0] * 20
+    assert np.all(np.diff(used[ctl.switch_step :]) <= 0)
+
+
+@pytest.mark.parametrize("stop_at", [150, 450])  # Mid-warmup, mid-decay.
+def test_state_round_trip_continues_identically(stop_at):
+    ctl = AutoLRController(total_steps=600)
+    rng = np.random.default_rng(1)
+    losses = [None] * 600
+    lr = ctl.lr
+    for i in range(stop_at):
+        losses[i] = u_loss(lr) + 0.05 * rng.normal()
+        lr = ctl.step(losses[i])
+    state = json.loads(json.dumps(ctl.get_state()))
+    clone = AutoLRController(total_steps=600)
+    clone.set_state(state)
+    assert clone.get_state() == ctl.get_state()
+    assert clone.lr == ctl.lr
+    for _ in range(stop_at, 600):
+        loss = u_loss(lr) + 0.05 * rng.normal()
+        lr = ctl.step(loss)
+        assert clone.step(loss) == lr
+    assert clone.get_state() == ctl.get_state()
+    assert len(ctl.events) == 1
+
+
+def test_set_state_refuses_another_configuration():
+    state = AutoLRController(total_steps=600).get_state()
+    with pytest.raises(ValueError, match="total_steps"):
+        AutoLRController(total_steps=700).set_state(state)
+    with pytest.raises(ValueError, match="format"):
+        AutoLRController(total_steps=600).set_state({"steps": 3})
+
+
+def test_chunked_updates_decide_like_single_steps():
+    """With bins a multiple of the chunk size, chunking changes nothing."""
+    rng = np.random.default_rng(3)
+    noise = 0.05 * rng.normal(size=800)
+    single = AutoLRController(total_steps=800, bin_steps=8)
+    chunked = AutoLRController(total_steps=800, bin_steps=8)
+    lr = single.lr
+    lrs = []
+    for start in range(0, 800, 8):
+        # The LR of each step of the chunk comes from the in-graph schedule.
+        chunk_lrs = chunked.lr_at(np.arange(start, start + 8))
+        noises = noise[start : start + 8]
+        losses = [u_loss(v) + n for v, n in zip(chunk_lrs, noises, strict=True)]
+        for loss in losses:
+            lrs.append(lr)
+            lr = single.step(loss)
+        chunked.update(float(np.mean(losses)), num_steps=8)
+        assert chunked.steps == single.steps
+    assert chunked.events == single.events
+    assert chunked.switch_step == single.switch_step
+    np.testing.assert_allclose(
+        chunked.lr_at(np.arange(800)), lrs, rtol=1e-12, atol=0
+    )
+
+
+def test_a_chunk_straddling_the_cap_does_not_rewrite_the_past():
+    ctl = AutoLRController(total_steps=200, max_warmup_fraction=0.3)
+    ctl.update(1.0, num_steps=50)  # Steps 0..49: warmup cap is 60.
+    before = ctl.lr_at(np.arange(70))
+    ctl.update(1.0, num_steps=20)  # Steps 50..69 cross the cap.
+    assert ctl.phase == "decay"
+    np.testing.assert_array_equal(ctl.lr_at(np.arange(70)), before)
+    assert ctl.events[0]["reason"] == "cap"
+
+
+def test_memory_is_bounded_and_losses_conserved():
+    ctl = AutoLRController(total_steps=100_000, max_bins=64)
+    for i in range(5000):
+        ctl.step(1.0 + (i % 7))
+    centers, means, counts = ctl.loss_bins()
+    assert len(means) < 64
+    # The merged bins still hold every recorded step and loss exactly.
+    assert counts.sum() + ctl.get_state()["open_count"] == 5000
+    total = np.sum(means * counts) + ctl.get_state()["open_sum"]
+    assert total == pytest.approx(sum(1.0 + (i % 7) for i in range(5000)))
+    width = counts[0]
+    np.testing.assert_array_equal(counts, width)
+    np.testing.assert_allclose(centers, (np.arange(len(counts)) + 0.5) * width)
+
+
+def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
+    ctl = AutoLRController(total_steps=1000)
+    used = drive(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 300, noise=0.01)
+    assert ctl.phase == "warmup"
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        lr = ctl.step(float("nan"))
+    (event,) = ctl.events
+    assert event["reason"] == "divergence"
+    assert event["step"] == ctl.switch_step == 301
+    assert lr == ctl.peak_lr <= 0.5 * used[-1]
+    assert math.isfinite(lr) and lr > 0
+    # Later non-finite losses change nothing and warn no more.
+    assert ctl.step(float("inf")) < lr
+
+
+def test_reference_cadence_checks_once_per_epoch():
+    calls = []
+    ctl = AutoLRController(total_steps=1000, check_every=50)
+    original = ctl.detector.test
+
+    def spy(*args, **kwargs):
+        calls.append(ctl.steps)
+        return original(*args, **kwargs)
+
+    ctl.detector.test = spy
+    drive(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 500, noise=0.01)
+    # The last check is at the cap: it may still set the peak LR.
+    assert calls == list(range(50, 501, 50))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"total_steps": 1}, "total_steps"),
+        ({"total_steps": 10.5}, "total_steps"),
+        ({"min_lr": 0.0}, "min_lr"),
+        ({"max_lr": float("nan")}, "max_lr"),
+        ({"min_lr": 0.1, "max_lr": 0.1}, "min_lr` must be < `max_lr"),
+        ({"max_warmup_fraction": 0.0}, "max_warmup_fraction"),
+        ({"max_warmup_fraction": 1.5}, "max_warmup_fraction"),
+        ({"cooldown_fraction": -0.1}, "cooldown_fraction"),
+        ({"warmup": "cubic"}, "warmup"),
+        ({"decay": "step"}, "decay"),
+        ({"check_every": 0}, "check_every"),
+        ({"check_every": 12, "bin_steps": 8}, "multiple of `bin_steps`"),
+        ({"patience": 0}, "patience"),
+        ({"peak_fraction": 0.0}, "peak_fraction"),
+        ({"bin_steps": True}, "bin_steps"),
+        ({"max_bins": 33}, "max_bins"),
+        ({"confidence": 0.3}, "confidence"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_value(kwargs, match):
+    kwargs = {"total_steps": 1000, **kwargs}
+    with pytest.raises(ValueError, match=match) as info:
+        AutoLRController(**kwargs)
+    assert "Received" in str(info.value)
+
+
+def test_bad_num_steps():
+    with pytest.raises(ValueError, match="num_steps=0"):
+        AutoLRController(total_steps=10).update(1.0, num_steps=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    losses=st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.just(1.0),
+            st.floats(-1e6, 1e6),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    total=st.integers(2, 150),
+)
+def test_any_loss_sequence_gives_a_sane_schedule(losses, total):
+    ctl = AutoLRController(total_steps=total, min_bins=3)
+    used = []
+    lr = ctl.lr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Non-finite loss.
+        for loss in losses:
+            used.append(lr)
+            lr = ctl.step(loss)
+        while ctl.steps < total:
+            used.append(lr)
+            lr = ctl.step(1.0)
+    used = np.asarray(used)
+    assert np.all(np.isfinite(used))
+    assert np.all((used >= 0) & (used <= ctl.max_lr))
+    after = used[ctl.switch_step :]
+    assert np.all(np.diff(after) <= 1e-15 * after[:-1])
+    assert ctl.lr_at(total) == 0.0
+    assert lr == 0.0
