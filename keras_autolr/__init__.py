@@ -1,0 +1,28 @@
+"""keras-autolr: no-tuning learning-rate warmup and decay for Keras 3.
+
+The pure core (`AutoLRController`, `MinimumDetector`) imports without Keras
+or TensorFlow; the Keras names (`AutoLR`, `AdamP`, `LAMB`, `AutoLRSchedule`)
+are imported on first use.
+"""
+
+import importlib
+
+from keras_autolr.controller import AutoLRController
+from keras_autolr.detector import MinimumDetector
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AutoLR": "keras_autolr.callback",
+    "AutoLRSchedule": "keras_autolr.lr_schedule",
+    "AdamP": "keras_autolr.optimizers",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_autolr' has no attribute {name!r}")
+
+
+__all__ = ["AutoLRController", "MinimumDetector", "__version__", *_LAZY]

@@ -1,0 +1,290 @@
+"""`AutoLR`: the Keras adapter of the AutoLR controller.
+
+Data path: Keras step -> `on_train_batch_end` (true per-chunk mean loss) ->
+`AutoLRController.update` -> detector -> controller -> `AutoLRSchedule`
+variables, written only when a decision changes. The optimizer evaluates the
+schedule in-graph every step.
+"""
+
+import keras
+
+from keras_autolr.controller import DECAY, AutoLRController
+from keras_autolr.lr_schedule import AutoLRSchedule
+
+_CONTROLLER_OPTIONS = (
+    "min_lr",
+    "max_lr",
+    "max_warmup_fraction",
+    "warmup",
+    "decay",
+    "cooldown_fraction",
+    "patience",
+    "num_tests",
+    "confidence",
+    "peak_fraction",
+    "bin_steps",
+    "min_bins",
+    "max_bins",
+    "seed",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_autolr")
+class AutoLR(keras.callbacks.Callback):
+    """Automatic warmup and decay of the learning rate (AutoWU).
+
+    The LR starts at `min_lr` and grows every step until a Gaussian process
+    fitted to the training loss says the loss has passed its minimum; it
+    then rolls back to the LR at the minimum and decays to 0 at the end of
+    the `epochs` budget. There is no peak LR and no warmup length to tune.
+
+    The schedule is evaluated in the compiled train step, every optimizer
+    step, so it is exact with `steps_per_execution > 1`, under
+    `tf.distribute` strategies and with XLA; the callback only feeds losses
+    to the controller and writes two variables when a decision is made.
+
+    Args:
+        epochs: the training budget in epochs. Defaults to `None`: the
+            `epochs` of `fit`.
+        steps_per_epoch: steps in one epoch. Defaults to `None`: the number
+            of steps `fit` reports (the `steps_per_epoch` of `fit`, or the
+            size of a dataset of known cardinality).
+        verbose: `0` silent, `1` one line when warmup ends. Defaults to `1`.
+        monitor: the log entry holding the training loss. Defaults to
+            `"loss"`.
+        check_every: steps between two tests of the loss minimum, or
+            `"epoch"` for once per epoch as the AutoWU reference. Defaults to
+            `None`: about 100 tests over the warmup cap.
+        **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
+            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
+            `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
+            `max_bins`, `seed`.
+
+    Logs: adds `learning_rate` (the LR of the last step run) and
+    `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
+    logs of the callbacks that come after it in the list.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=AdamP(weight_decay=1e-4), loss="mse")
+    model.fit(x, y, batch_size=4096, epochs=30, callbacks=[AutoLR()])
+    ```
+    """
+
+    def __init__(
+        self,
+        epochs=None,
+        steps_per_epoch=None,
+        verbose=1,
+        monitor="loss",
+        check_every=None,
+        **kwargs,
+    ):
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(_CONTROLLER_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
+                f"Valid options: {list(_CONTROLLER_OPTIONS)}"
+            )
+        _check_optional_int("epochs", epochs)
+        _check_optional_int("steps_per_epoch", steps_per_epoch)
+        if verbose not in (0, 1, True, False):
+            raise ValueError(
+                "Argument `verbose` must be 0 or 1. "
+                f"Received: verbose={verbose!r}"
+            )
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(
+                "Argument `monitor` must be a non-empty string. "
+                f"Received: monitor={monitor!r}"
+            )
+        if check_every != "epoch":
+            _check_optional_int("check_every", check_every)
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.verbose = int(verbose)
+        self.monitor = monitor
+        self.check_every = check_every
+        self.controller_options = dict(kwargs)
+        # Fails now, not at the first fit, on a bad option value.
+        self._make_controller(
+            epochs or 100, steps_per_epoch or 1000, probe=True
+        )
+        self.controller = None
+        self.schedule = None
+        self._optimizer = None
+
+    def get_config(self):
+        return {
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "verbose": self.verbose,
+            "monitor": self.monitor,
+            "check_every": self.check_every,
+            **self.controller_options,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def _make_controller(self, epochs, steps_per_epoch, probe=False):
+        check_every = self.check_every
+        if check_every == "epoch":
+            check_every = steps_per_epoch
+        bin_steps = self.controller_options.get("bin_steps", 1)
+        if check_every is not None and not probe:
+            # A check happens at the end of a bin.
+            check_every = -(-check_every // bin_steps) * bin_steps
+        return AutoLRController(
+            total_steps=epochs * steps_per_epoch,
+            check_every=None if probe else check_every,
+            **self.controller_options,
+        )
+
+    # ------------------------------------------------------------------
+    # Training hooks.
+
+    def on_train_begin(self, logs=None):
+        epochs, steps_per_epoch = self._budget()
+        controller = self._make_controller(epochs, steps_per_epoch)
+        if (
+            self.controller is None
+            or self.controller.get_config() != controller.get_config()
+        ):
+            self.controller = controller
+        self._steps_per_epoch = steps_per_epoch
+        self._install()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_steps = 0
+        self._epoch_total = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs if logs is not None else {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"AutoLR needs the training loss in the logs under "
+                f"`{self.monitor}`, but the logs have keys {sorted(logs)}. "
+                "Pass `monitor=` the name of the loss entry."
+            )
+        ctl = self.controller
+        was_warmup = ctl.phase != DECAY
+        # Keras logs the running mean of the epoch: recover the mean of the
+        # steps run since the last call (one step, or one chunk of
+        # `steps_per_execution` steps).
+        steps = batch + 1
+        total = float(logs[self.monitor]) * steps
+        chunk = steps - self._epoch_steps
+        ctl.update((total - self._epoch_total) / chunk, num_steps=chunk)
+        self._epoch_steps, self._epoch_total = steps, total
+        self.schedule.sync()
+        self._add_logs(logs)
+        if was_warmup and ctl.phase == DECAY and self.verbose:
+            self._print_switch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            self._add_logs(logs)
+
+    def on_train_end(self, logs=None):
+        self._uninstall()
+
+    # ------------------------------------------------------------------
+
+    def _budget(self):
+        steps = self.steps_per_epoch or self.params.get("steps")
+        if not steps:
+            raise ValueError(
+                "AutoLR needs the number of steps per epoch to plan its "
+                "budget, and fit() does not know it (a dataset of unknown "
+                "cardinality, e.g. from a generator or after filter()). "
+                "Pass `steps_per_epoch=` to fit() or to AutoLR(), or use a "
+                "dataset of known size."
+            )
+        fit_epochs = self.params.get("epochs")
+        epochs = self.epochs or fit_epochs
+        if self.epochs and fit_epochs and fit_epochs > self.epochs:
+            raise ValueError(
+                f"fit(epochs={fit_epochs}) runs past the AutoLR budget of "
+                f"AutoLR(epochs={self.epochs}): the LR is 0 after epoch "
+                f"{self.epochs}. Give both the same number of epochs."
+            )
+        return int(epochs), int(steps)
+
+    def _install(self):
+        """Makes the optimizer evaluate the AutoLR schedule in-graph."""
+        optimizer = self.model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if isinstance(
+            inner._learning_rate,
+            keras.optimizers.schedules.LearningRateSchedule,
+        ) or not isinstance(inner._learning_rate, keras.Variable):
+            raise ValueError(
+                "AutoLR sets the learning rate itself, but the optimizer was "
+                "built with learning_rate="
+                f"{inner._learning_rate!r}. Compile with a plain float "
+                "learning rate instead (its value is not used), e.g. "
+                "`AdamP()` or `keras.optimizers.Lamb()`."
+            )
+        if self.schedule is None or self.schedule.controller is not (
+            self.controller
+        ):
+            with self.model.distribute_strategy.scope():
+                self.schedule = AutoLRSchedule(self.controller)
+        self.schedule.sync(force=True)
+        self.schedule.align(int(inner.iterations.numpy()))
+        # The LR variable stays in place (and tracked), so checkpoints of
+        # the optimizer keep their layout; only the read is redirected.
+        schedule = self.schedule
+        inner._get_current_learning_rate = lambda: schedule(inner.iterations)
+        self._optimizer = inner
+        self.model.make_train_function(force=True)
+
+    def _uninstall(self):
+        inner = self._optimizer
+        if inner is None:
+            return
+        del inner._get_current_learning_rate
+        inner._learning_rate.assign(self.controller.lr)
+        self._optimizer = None
+        self.model.train_function = None
+
+    def _add_logs(self, logs):
+        """The LR and phase of the last step run."""
+        ctl = self.controller
+        last = max(ctl.steps - 1, 0)
+        logs["learning_rate"] = float(ctl.lr_at(last))
+        logs["autolr_phase"] = int(last >= ctl.switch_step)
+
+    def _print_switch(self):
+        ctl = self.controller
+        step = ctl.switch_step
+        epoch = step // self._steps_per_epoch + 1
+        remaining = ctl.total_steps - step
+        how = {
+            "minimum": "loss passed its minimum",
+            "divergence": "loss became non-finite",
+            "cap": "warmup cap reached",
+        }[ctl.events[-1]["reason"]]
+        lr_min = ctl.minimum_lr
+        lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
+        print(
+            f"AutoLR: warmup ended at step {step} (epoch {epoch}), "
+            f"{how}: LR at loss minimum {lr_min_text}, peak LR "
+            f"{ctl.peak_lr:.3g} (from {float(ctl.lr_at(step - 1)):.3g}); "
+            f"{ctl.decay} decay to 0 over the remaining {remaining} steps."
+        )
+
+
+def _check_optional_int(name, value):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be a positive integer or None. "
+            f"Received: {name}={value!r}"
+        )

@@ -1,0 +1,84 @@
+"""The in-graph form of the AutoLR schedule, evaluated every optimizer step.
+
+The ramp and the decay are computed on the device from the optimizer's step
+counter and three variables (switch step, peak LR, step offset). The host
+writes those variables only when the controller changes a decision, so the
+LR follows the schedule step by step inside a `steps_per_execution` chunk,
+under `tf.distribute` strategies and XLA, with no host op in the train step.
+"""
+
+import keras
+from keras import ops
+
+from keras_autolr import schedules
+
+
+class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """AutoLR's schedule as a Keras `LearningRateSchedule` of variables.
+
+    Create it inside the distribution strategy's scope so that its variables
+    are mirrored on every replica. `AutoLR` does all of this for you; use
+    this class directly only in a custom training loop that evaluates the LR
+    in-graph.
+
+    Args:
+        controller: the `AutoLRController` whose schedule this evaluates;
+            its constants are copied and its decisions read by `sync()`.
+
+    Example:
+
+    >>> from keras_autolr import AutoLRController
+    >>> ctl = AutoLRController(total_steps=1000)
+    >>> schedule = AutoLRSchedule(ctl)
+    >>> float(schedule(0))  # == ctl.lr_at(0)
+    1e-05
+    """
+
+    def __init__(self, controller):
+        self.controller = controller
+        self.switch_step = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="autolr_switch_step"
+        )
+        self.peak_lr = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="autolr_peak_lr"
+        )
+        self.step_offset = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="autolr_step_offset"
+        )
+        self._synced_revision = None
+        self.sync()
+
+    def sync(self, force=False):
+        """Copies the controller's decisions into the variables if changed.
+
+        Returns:
+            Whether the variables were written.
+        """
+        ctl = self.controller
+        if ctl.revision == self._synced_revision and not force:
+            return False
+        self.switch_step.assign(float(ctl.switch_step))
+        self.peak_lr.assign(float(ctl.peak_lr))
+        self._synced_revision = ctl.revision
+        return True
+
+    def align(self, iterations):
+        """Makes optimizer step `iterations` the controller's next step."""
+        self.step_offset.assign(float(iterations) - self.controller.steps)
+
+    def __call__(self, step):
+        ctl = self.controller
+        step = ops.cast(step, "float32") - self.step_offset
+        return schedules.autolr(
+            step,
+            switch_step=self.switch_step,
+            peak_lr=self.peak_lr,
+            warmup=ctl.warmup,
+            decay_kind=ctl.decay,
+            min_lr=ctl.min_lr,
+            max_lr=ctl.max_lr,
+            ramp_steps=float(ctl.ramp_steps),
+            total_steps=float(ctl.total_steps),
+            cooldown_steps=float(ctl.cooldown_steps),
+            xp=ops,
+        )

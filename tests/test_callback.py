@@ -1,0 +1,275 @@
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from keras_autolr import AutoLR  # noqa: E402
+
+
+class Recorder(keras.callbacks.Callback):
+    """Keeps the batch logs that callbacks after AutoLR see."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_logs = []
+        self.epoch_logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_logs.append(dict(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_logs.append(dict(logs))
+
+
+def abs_model(dtype="float64"):
+    """One weight `w`, loss `|w - 1|` with gradient sign(w - 1) exactly.
+
+    Plain SGD then moves `w` by exactly the LR of each step, so the LR that
+    the optimizer really applied can be read off the weights. As the LR
+    grows `w` oscillates around 1 with an amplitude of the LR: a loss with a
+    minimum that the detector must find.
+    """
+    inputs = keras.Input((1,), dtype=dtype)
+    layer = keras.layers.Dense(
+        1,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Constant(1.5),
+        dtype=dtype,
+    )
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(
+        optimizer=keras.optimizers.SGD(),
+        loss=lambda y, p: keras.ops.mean(keras.ops.abs(p - 1.0)),
+    )
+    return model, layer
+
+
+def ones(steps, batch=4, dtype="float64"):
+    x = np.ones((steps * batch, 1), dtype=dtype)
+    return x, x
+
+
+class WeightTrace(keras.callbacks.Callback):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.values = []
+
+    def on_train_begin(self, logs=None):
+        self.values.append(float(self.layer.kernel.numpy()[0, 0]))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(self.layer.kernel.numpy()[0, 0]))
+
+
+def test_applied_lr_equals_the_controller_every_step():
+    keras.utils.set_random_seed(0)
+    model, layer = abs_model()
+    x, y = ones(20)
+    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
+    trace = WeightTrace(layer)
+    recorder = Recorder()
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr, trace, recorder],
+    )
+    ctl = autolr.controller
+    assert ctl.total_steps == 200  # 10 epochs x 20 steps, taken from fit.
+    (event,) = ctl.events
+    assert event["reason"] == "minimum"
+    applied = np.abs(np.diff(trace.values))
+    expected = ctl.lr_at(np.arange(200))
+    # The device evaluates the schedule in float32: 1e-6 of the peak.
+    np.testing.assert_allclose(
+        applied, expected, rtol=1e-6, atol=1e-6 * ctl.peak_lr
+    )
+    assert expected[ctl.switch_step] == pytest.approx(ctl.peak_lr)
+    # The rolled-back peak is below the LR reached before the switch.
+    assert ctl.peak_lr < expected[ctl.switch_step - 1]
+    # Logs seen by the callbacks after AutoLR.
+    lrs = [logs["learning_rate"] for logs in recorder.batch_logs]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    phases = [logs["autolr_phase"] for logs in recorder.batch_logs]
+    assert phases == [0] * ctl.switch_step + [1] * (200 - ctl.switch_step)
+    assert recorder.epoch_logs[-1]["learning_rate"] == pytest.approx(
+        expected[-1]
+    )
+
+
+def test_per_step_losses_are_recovered_from_the_running_mean():
+    """Keras logs the epoch's running mean; AutoLR recovers each step's."""
+    steps, batch = 12, 2
+    # The loss of batch i is exactly i + 1 (it ignores the prediction).
+    y = np.repeat(np.arange(1, steps + 1, dtype="float32"), batch)[:, None]
+    x = np.zeros_like(y)
+    for spe in (1, 4):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(
+            optimizer="sgd",
+            loss=lambda t, p: keras.ops.mean(t) + 0.0 * keras.ops.mean(p),
+            steps_per_execution=spe,
+        )
+        autolr = AutoLR(verbose=0, bin_steps=1)
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[autolr],
+        )
+        centers, means, counts = autolr.controller.loss_bins()
+        # With chunks, every step of a chunk gets the chunk's mean.
+        per_step = np.tile(np.arange(1, steps + 1, dtype=float), 2)
+        expected = per_step.reshape(-1, spe).mean(axis=1).repeat(spe)
+        np.testing.assert_allclose(means, expected, rtol=1e-5)
+        np.testing.assert_array_equal(counts, 1.0)
+
+
+def test_after_training_the_optimizer_is_left_as_found():
+    model, _ = abs_model()
+    x, y = ones(10)
+    n_vars = None
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal n_vars
+            n_vars = len(self.model.optimizer.variables)
+
+    autolr = AutoLR(verbose=0)
+    model.fit(
+        x, y, batch_size=4, epochs=3, verbose=0, callbacks=[autolr, Count()]
+    )
+    optimizer = model.optimizer
+    assert n_vars == len(optimizer.variables)  # The LR variable stayed.
+    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert "_get_current_learning_rate" not in vars(optimizer)
+    assert float(optimizer.learning_rate) == autolr.controller.lr == 0.0
+    # A second fit without AutoLR trains at a plain LR again.
+    optimizer.learning_rate = 0.01
+    before = float(model.layers[-1].kernel.numpy()[0, 0])
+    model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0)
+    after = float(model.layers[-1].kernel.numpy()[0, 0])
+    assert abs(after - before) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_verbose_prints_one_line_when_warmup_ends(capsys):
+    model, _ = abs_model()
+    x, y = ones(20)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[AutoLR(min_lr=1e-4, max_lr=10.0)],
+    )
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("AutoLR:")
+    ]
+    assert len(lines) == 1
+    assert "warmup ended at step" in lines[0]
+    assert "loss passed its minimum" in lines[0]
+    assert "cosine decay to 0" in lines[0]
+
+
+# ----------------------------------------------------------------------------
+# Misuse: clear errors that say what to do.
+
+
+def test_unknown_steps_per_epoch_says_what_to_do():
+    model, _ = abs_model()
+
+    def gen():
+        while True:
+            yield np.ones((4, 1)), np.ones((4, 1))
+
+    ds = tf.data.Dataset.from_generator(
+        gen,
+        output_signature=(
+            tf.TensorSpec((4, 1), tf.float64),
+            tf.TensorSpec((4, 1), tf.float64),
+        ),
+    )
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        model.fit(ds, epochs=2, verbose=0, callbacks=[AutoLR()])
+    # With the step count given, the same data trains.
+    autolr = AutoLR(verbose=0)
+    model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[autolr])
+    assert autolr.controller.total_steps == 10
+    assert autolr.controller.steps == 10
+
+
+def test_learning_rate_schedule_optimizer_is_refused():
+    model, _ = abs_model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    x, y = ones(3)
+    with pytest.raises(ValueError, match="plain float learning rate"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[AutoLR()])
+
+
+def test_missing_monitor_says_what_to_do():
+    model, _ = abs_model()
+    x, y = ones(3)
+    with pytest.raises(ValueError, match="monitor=") as info:
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=1,
+            verbose=0,
+            callbacks=[AutoLR(monitor="train_loss")],
+        )
+    assert "'loss'" in str(info.value)
+
+
+def test_fit_longer_than_the_budget_is_refused():
+    model, _ = abs_model()
+    x, y = ones(3)
+    with pytest.raises(ValueError, match="epochs=5.*AutoLR\\(epochs=3\\)"):
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=5,
+            verbose=0,
+            callbacks=[AutoLR(epochs=3)],
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"epochs": 0}, ValueError, "epochs=0"),
+        ({"steps_per_epoch": -2}, ValueError, "steps_per_epoch=-2"),
+        ({"verbose": 3}, ValueError, "verbose=3"),
+        ({"monitor": ""}, ValueError, "monitor=''"),
+        ({"check_every": "step"}, ValueError, "check_every='step'"),
+        ({"min_lr": -1.0}, ValueError, "min_lr=-1.0"),
+        ({"max_lr": 1e-6}, ValueError, "max_lr"),
+        ({"learning_rate": 0.1}, TypeError, "learning_rate"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AutoLR(**kwargs)
+
+
+def test_config_round_trip():
+    autolr = AutoLR(epochs=7, verbose=0, check_every="epoch", peak_fraction=0.5)
+    config = autolr.get_config()
+    clone = AutoLR.from_config(config)
+    assert clone.get_config() == config
+    assert config["peak_fraction"] == 0.5
+    assert config["check_every"] == "epoch"
