@@ -268,6 +268,7 @@ class AutoLR(keras.callbacks.Callback):
         how = {
             "minimum": "loss passed its minimum",
             "divergence": "loss became non-finite",
+            "explosion": "loss rose back to its starting level",
             "cap": "warmup cap reached",
         }[ctl.events[-1]["reason"]]
         lr_min = ctl.minimum_lr

@@ -43,7 +43,9 @@ class AutoLRController:
     `check_every` steps a Gaussian-process test asks whether the loss has
     passed its minimum; after `patience` consecutive "yes" the LR rolls back
     to the LR at the smoothed loss minimum and decays from there to 0 at
-    `total_steps`. A non-finite loss ends warmup at once. If the cap comes
+    `total_steps`. A loss that climbs back to its starting level (an
+    explosion, or a network that died) ends warmup at the next test, and a
+    non-finite loss at once. If the cap comes
     first, warmup ends there at the LR of the smoothed minimum so far.
 
     Args:
@@ -427,6 +429,8 @@ class AutoLRController:
         peak_lr = self.peak_fraction * self._minimum_lr
         if self._consecutive >= self.patience:
             self._switch("minimum", peak_lr, effective)
+        elif _lost_progress(centers, means, counts, now - self.check_every):
+            self._switch("explosion", peak_lr, effective)
         elif peak_lr != self._peak_lr:
             # Provisional: if the cap comes first, warmup ends at the LR of
             # the smoothed minimum rather than at the overshoot.
@@ -468,6 +472,39 @@ class AutoLRController:
                 "minimum_lr": self._minimum_lr,
             }
         )
+
+
+def _lost_progress(
+    centers: np.ndarray,
+    means: np.ndarray,
+    counts: np.ndarray,
+    since: float,
+    lost: float = 0.9,
+) -> bool:
+    """Whether the loss since step `since` undid the progress of warmup.
+
+    True when the loss fell clearly (by more than 8 noise standard
+    deviations) below its starting level and the mean loss of the bins after
+    `since` is back above `lost` of the way to that level: the LR grew so
+    high that training is now destroying what it learnt (an explosion, or a
+    network that died and sits at chance). Waiting for `patience` tests
+    would let the LR grow further into that regime.
+    """
+    finite = np.isfinite(means)
+    level = means[finite]
+    if level.size < 8:
+        return False
+    start = float(np.median(level[:8]))
+    lowest = float(np.min(level))
+    diffs = np.diff(level)
+    noise = 1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2)
+    if not start - lowest > 8.0 * noise:
+        return False
+    recent = finite & (centers > since)
+    if not np.any(recent):
+        return False
+    current = np.average(means[recent], weights=counts[recent])
+    return bool(current >= lowest + lost * (start - lowest))
 
 
 def _pairwise_sum(values: list[float]) -> list[float]:

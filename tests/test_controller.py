@@ -253,3 +253,19 @@ def test_any_loss_sequence_gives_a_sane_schedule(losses, total):
     assert np.all(np.diff(after) <= 1e-15 * after[:-1])
     assert ctl.lr_at(total) == 0.0
     assert lr == 0.0
+
+
+def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
+    """An explosion: no waiting for `patience` tests while the LR grows."""
+
+    def loss_of_lr(lr):  # Learns until LR 0.05, then blows up to chance.
+        return 2.3 - 1.2 * min(lr / 0.05, 1.0) if lr < 0.05 else 2.4
+
+    ctl = AutoLRController(total_steps=1000, check_every=5, patience=10)
+    used = drive(ctl, loss_of_lr, 500, noise=0.01)
+    (event,) = ctl.events
+    assert event["reason"] == "explosion"
+    first_bad = int(np.argmax(used >= 0.05))
+    # Caught at the first test after the jump: at most 5 steps later.
+    assert first_bad < event["step"] <= first_bad + 5
+    assert ctl.peak_lr < 0.05
