@@ -1,0 +1,27 @@
+"""Command line: `python -m keras_autolr demo` (or `keras-autolr demo`)."""
+
+import argparse
+import sys
+
+
+def main(argv=None):
+    from keras_autolr import demo
+
+    parser = argparse.ArgumentParser(
+        prog="keras-autolr",
+        description="Automatic learning-rate warmup and decay for Keras.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "demo", help="train on scikit-learn digits with AutoLR (no download)"
+    )
+    run.add_argument("--epochs", type=int, default=demo.DEFAULT_EPOCHS)
+    run.add_argument("--batch-size", type=int, default=demo.DEFAULT_BATCH)
+    run.add_argument("--optimizer", choices=("adamp", "lamb"), default="adamp")
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return demo.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
