@@ -16,6 +16,7 @@ _LAZY = {
     "AutoLR": "keras_autolr.callback",
     "AutoLRSchedule": "keras_autolr.lr_schedule",
     "AdamP": "keras_autolr.optimizers",
+    "LAMB": "keras_autolr.optimizers",
 }
 
 
