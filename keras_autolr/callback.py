@@ -58,7 +58,9 @@ class AutoLR(keras.callbacks.Callback):
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
-            `max_bins`, `seed`.
+            `max_bins`, `seed`. `bin_steps` defaults to the model's
+            `steps_per_execution`; give both runs the same `bin_steps` to
+            get identical decisions at different `steps_per_execution`.
 
     Logs: adds `learning_rate` (the LR of the last step run) and
     `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
@@ -130,18 +132,31 @@ class AutoLR(keras.callbacks.Callback):
     def from_config(cls, config):
         return cls(**config)
 
-    def _make_controller(self, epochs, steps_per_epoch, probe=False):
+    def _make_controller(self, epochs, steps_per_epoch, chunk=1, probe=False):
+        """The controller for a budget, with `chunk` = steps_per_execution.
+
+        Bins default to one chunk: Keras reports one loss per chunk, and
+        splitting it into per-step bins would feed the detector repeated
+        values (its noise estimate would collapse).
+        """
+        options = dict(self.controller_options)
+        bin_steps = options.setdefault("bin_steps", chunk)
+        if bin_steps % chunk:
+            raise ValueError(
+                "Argument `bin_steps` must be a multiple of the model's "
+                f"steps_per_execution ({chunk}): Keras reports one loss per "
+                f"chunk of {chunk} steps. Received: bin_steps={bin_steps}"
+            )
         check_every = self.check_every
         if check_every == "epoch":
             check_every = steps_per_epoch
-        bin_steps = self.controller_options.get("bin_steps", 1)
-        if check_every is not None and not probe:
+        if check_every is not None:
             # A check happens at the end of a bin.
             check_every = -(-check_every // bin_steps) * bin_steps
         return AutoLRController(
             total_steps=epochs * steps_per_epoch,
             check_every=None if probe else check_every,
-            **self.controller_options,
+            **options,
         )
 
     # ------------------------------------------------------------------
@@ -149,7 +164,8 @@ class AutoLR(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         epochs, steps_per_epoch = self._budget()
-        controller = self._make_controller(epochs, steps_per_epoch)
+        chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        controller = self._make_controller(epochs, steps_per_epoch, chunk)
         if (
             self.controller is None
             or self.controller.get_config() != controller.get_config()

@@ -1,0 +1,142 @@
+"""Training runs shared by the tests, in-process or as a subprocess script.
+
+As a script it can first split the CPU into logical devices (which must
+happen before TensorFlow initialises), e.g.
+
+    python tests/support.py --devices 2 --strategy mirrored --out run.json
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def digits(n=1024):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x[:n] / 16.0).astype("float32"), y[:n].astype("int32")
+
+
+def train(
+    steps_per_execution=1,
+    jit_compile=False,
+    strategy=None,
+    epochs=12,
+    budget_epochs=None,
+    batch_size=64,
+    bin_steps=8,
+    seed=0,
+):
+    """Trains an MLP on digits with Adam + AutoLR; returns a result dict."""
+    import keras
+
+    from keras_autolr import AutoLR
+
+    x, y = digits()
+    keras.utils.set_random_seed(seed)
+    scope = strategy.scope() if strategy is not None else _null()
+    with scope:
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+        )
+    lrs = make_lr_probe()
+    autolr = AutoLR(epochs=budget_epochs, verbose=0, bin_steps=bin_steps)
+    model.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr, lrs],
+    )
+    ctl = autolr.controller
+    return {
+        "events": ctl.events,
+        "lr": ctl.lr_at(np.arange(ctl.total_steps + 1)).tolist(),
+        "weights": np.concatenate(
+            [w.ravel() for w in model.get_weights()]
+        ).tolist(),
+        "replica_lrs": lrs.replica_lrs,
+        "total_steps": ctl.total_steps,
+    }
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_lr_probe():
+    """A callback recording the LR each replica computes in-graph."""
+    import keras
+
+    class LRProbe(keras.callbacks.Callback):
+        """The LR each replica computes in-graph, read at every epoch end."""
+
+        def __init__(self):
+            super().__init__()
+            self.replica_lrs = []
+
+        def on_train_begin(self, logs=None):
+            import tensorflow as tf
+
+            optimizer = self.model.optimizer
+            self._inner = getattr(optimizer, "inner_optimizer", optimizer)
+            self._lr = tf.function(lambda: self._inner.learning_rate)
+
+        def on_epoch_end(self, epoch, logs=None):
+            strategy = self.model.distribute_strategy
+            step = self._inner.iterations
+            per_replica = strategy.run(self._lr)
+            values = strategy.experimental_local_results(per_replica)
+            self.replica_lrs.append(
+                [int(step.numpy()), [float(v) for v in values]]
+            )
+
+    return LRProbe()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--strategy", choices=("none", "mirrored"))
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices
+    )
+    strategy = None
+    if args.strategy == "mirrored":
+        devices = [f"/cpu:{i}" for i in range(args.devices)]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    result = train(strategy=strategy)
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
