@@ -6,10 +6,14 @@ variables, written only when a decision changes. The optimizer evaluates the
 schedule in-graph every step.
 """
 
+import warnings
+
 import keras
 
+from keras_autolr.backup import StateStore
 from keras_autolr.controller import DECAY, AutoLRController
 from keras_autolr.lr_schedule import AutoLRSchedule
+from keras_autolr.snapshot import WeightSnapshot, all_finite
 
 _CONTROLLER_OPTIONS = (
     "min_lr",
@@ -55,6 +59,18 @@ class AutoLR(keras.callbacks.Callback):
         check_every: steps between two tests of the loss minimum, or
             `"epoch"` for once per epoch as the AutoWU reference. Defaults to
             `None`: about 100 tests over the warmup cap.
+        backup_dir: a directory where AutoLR writes its state at the end of
+            every epoch (atomically; the last 3 are kept). A run restarted
+            with the same command, whose model resumes at epoch `k` (through
+            `keras.callbacks.BackupAndRestore`, or a checkpoint and
+            `fit(initial_epoch=k)`), continues from the state after epoch
+            `k` with the same decisions. Defaults to `None`: state kept in
+            memory only.
+        restore_weights: during warmup, keep a host copy of the weights and
+            optimizer state at every test and epoch end while the loss is
+            below its starting level, and put it back if the loss becomes
+            non-finite. Costs one copy of the model and optimizer state in
+            host memory during warmup. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
@@ -81,6 +97,8 @@ class AutoLR(keras.callbacks.Callback):
         verbose=1,
         monitor="loss",
         check_every=None,
+        backup_dir=None,
+        restore_weights=True,
         **kwargs,
     ):
         super().__init__()
@@ -108,7 +126,14 @@ class AutoLR(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.verbose = int(verbose)
         self.monitor = monitor
+        if not isinstance(restore_weights, bool):
+            raise ValueError(
+                "Argument `restore_weights` must be True or False. "
+                f"Received: restore_weights={restore_weights!r}"
+            )
         self.check_every = check_every
+        self.backup_dir = None if backup_dir is None else str(backup_dir)
+        self.restore_weights = restore_weights
         self.controller_options = dict(kwargs)
         # Fails now, not at the first fit, on a bad option value.
         self._make_controller(
@@ -117,6 +142,8 @@ class AutoLR(keras.callbacks.Callback):
         self.controller = None
         self.schedule = None
         self._optimizer = None
+        self._store = None
+        self._snapshot = None
 
     def get_config(self):
         return {
@@ -125,6 +152,8 @@ class AutoLR(keras.callbacks.Callback):
             "verbose": self.verbose,
             "monitor": self.monitor,
             "check_every": self.check_every,
+            "backup_dir": self.backup_dir,
+            "restore_weights": self.restore_weights,
             **self.controller_options,
         }
 
@@ -172,9 +201,18 @@ class AutoLR(keras.callbacks.Callback):
         ):
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
+        if self.backup_dir is not None:
+            self._store = StateStore(self.backup_dir)
+        self._snapshot = WeightSnapshot(self.model)
         self._install()
+        self._resume_pending = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._resume_pending:
+            # Only now is the first epoch of this fit known (a resumed run
+            # starts at `initial_epoch`, set by fit or BackupAndRestore).
+            self._resume(epoch)
+            self._resume_pending = False
         self._epoch = epoch
         self._epoch_steps = 0
         self._epoch_total = 0.0
@@ -189,6 +227,7 @@ class AutoLR(keras.callbacks.Callback):
             )
         ctl = self.controller
         was_warmup = ctl.phase != DECAY
+        checks = ctl.num_checks
         # Keras logs the running mean of the epoch: recover the mean of the
         # steps run since the last call (one step, or one chunk of
         # `steps_per_execution` steps).
@@ -199,15 +238,23 @@ class AutoLR(keras.callbacks.Callback):
         self._epoch_steps, self._epoch_total = steps, total
         self.schedule.sync()
         self._add_logs(logs)
-        if was_warmup and ctl.phase == DECAY and self.verbose:
-            self._print_switch()
+        if was_warmup and ctl.phase == DECAY:
+            self._on_switch()
+        elif self.restore_weights and ctl.num_checks != checks:
+            self._keep_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             self._add_logs(logs)
+        if self.restore_weights and self.controller.phase != DECAY:
+            self._keep_weights()
+        if self._store is not None:
+            self._store.save(epoch + 1, self.controller.get_state())
 
     def on_train_end(self, logs=None):
         self._uninstall()
+        if self._snapshot is not None:
+            self._snapshot.release()
 
     # ------------------------------------------------------------------
 
@@ -230,6 +277,60 @@ class AutoLR(keras.callbacks.Callback):
                 f"{self.epochs}. Give both the same number of epochs."
             )
         return int(epochs), int(steps)
+
+    def _resume(self, epoch):
+        """Brings the controller to the start of epoch `epoch`."""
+        ctl = self.controller
+        expected = epoch * self._steps_per_epoch
+        if ctl.steps != expected:
+            state = self._store.load(epoch) if self._store else None
+            if state is None:
+                raise ValueError(
+                    f"Training starts at epoch {epoch} (step {expected}), "
+                    f"but AutoLR's state is at step {ctl.steps} and "
+                    + (
+                        f"{self.backup_dir} has no state saved after epoch "
+                        f"{epoch} (it has {self._store.epochs()}). "
+                        if self._store
+                        else "no `backup_dir` was given. "
+                    )
+                    + "To resume a run, pass the same `backup_dir=` to "
+                    "AutoLR in the interrupted and the resumed run; to start "
+                    "a new schedule, start at epoch 0."
+                )
+            ctl.set_state(state)
+        self.schedule.sync(force=True)
+        self.schedule.align(int(self._optimizer.iterations.numpy()))
+
+    def _keep_weights(self):
+        if self.controller.loss_is_healthy():
+            self._snapshot.take(self.controller.steps)
+
+    def _on_switch(self):
+        ctl = self.controller
+        event = ctl.events[-1]
+        if event["reason"] == "divergence" and self.restore_weights:
+            # Weights that produced a non-finite loss are not worth keeping.
+            if self._snapshot.taken:
+                self._snapshot.restore()
+                warnings.warn(
+                    f"AutoLR: restored the weights and optimizer state kept "
+                    f"at step {self._snapshot.step}, before the loss became "
+                    f"non-finite at step {event['step'] - 1}.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            elif not all_finite(self.model.get_weights()):
+                warnings.warn(
+                    "AutoLR: the weights became non-finite before any copy "
+                    "was kept; training continues from non-finite weights. "
+                    "Lower `min_lr` or `max_lr`.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        self._snapshot.release()
+        if self.verbose:
+            self._print_switch()
 
     def _install(self):
         """Makes the optimizer evaluate the AutoLR schedule in-graph."""

@@ -311,14 +311,23 @@ class AutoLRController:
         return [dict(e) for e in self._events]
 
     @property
+    def num_checks(self) -> int:
+        """Number of tests run so far."""
+        return self._num_checks
+
+    @property
     def last_probability(self) -> float | None:
         """Mean past-minimum probability of the latest test, if any."""
         return self._last_probability
 
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
+        if np.ndim(step) == 0:
+            step, xp = float(step), schedules.SCALAR
+        else:
+            step, xp = np.asarray(step, dtype=np.float64), np
         return schedules.autolr(
-            np.asarray(step, dtype=np.float64),
+            step,
             switch_step=self._switch_step,
             peak_lr=self._peak_lr,
             warmup=self.warmup,
@@ -328,6 +337,7 @@ class AutoLRController:
             ramp_steps=self.ramp_steps,
             total_steps=self.total_steps,
             cooldown_steps=self.cooldown_steps,
+            xp=xp,
         )
 
     def loss_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -362,6 +372,7 @@ class AutoLRController:
         was_warmup = self.phase == WARMUP
         first_step = self._steps
         chunk_end = first_step + num_steps
+        check_due = False
         while self._steps < chunk_end:
             bin_end = (len(self._bin_sums) + 1) * self._bin_width
             take = min(chunk_end, bin_end) - self._steps
@@ -369,10 +380,14 @@ class AutoLRController:
             self._open_count += take
             self._steps += take
             if self._steps == bin_end:
-                self._close_bin(chunk_end)
+                check_due |= self._close_bin()
         if self.phase == WARMUP and not math.isfinite(loss):
             self._diverged(loss, first_step)
-        elif was_warmup and self.phase == DECAY and not self._events:
+        elif check_due and was_warmup and chunk_end <= self._switch_step:
+            # One test per update, on everything recorded so far; the
+            # decision takes effect at the first step not yet run.
+            self._check(len(self._bin_sums) * self._bin_width, chunk_end)
+        if was_warmup and self.phase == DECAY and not self._events:
             self._events.append(
                 {
                     "step": self._switch_step,
@@ -385,11 +400,8 @@ class AutoLRController:
             )
         return self.lr
 
-    def _close_bin(self, chunk_end: int) -> None:
-        """Stores the open bin; runs the test if one is due at its end.
-
-        A decision takes effect at `chunk_end`, the first step not yet run.
-        """
+    def _close_bin(self) -> bool:
+        """Stores the open bin; returns whether a test is due at its end."""
         self._bin_sums.append(self._open_sum)
         self._bin_counts.append(self._open_count)
         self._open_sum = 0.0
@@ -399,11 +411,11 @@ class AutoLRController:
             self._bin_sums = _pairwise_sum(self._bin_sums)
             self._bin_counts = _pairwise_sum(self._bin_counts)
             self._bin_width *= 2
-        end = self._steps
-        if end // self.check_every > self._check_mark:
-            self._check_mark = end // self.check_every
-            if chunk_end <= self._switch_step:
-                self._check(end, chunk_end)
+        mark = self._steps // self.check_every
+        if mark > self._check_mark:
+            self._check_mark = mark
+            return True
+        return False
 
     def _check(self, now: int, effective: int) -> None:
         """Tests the losses up to step `now`; acts from step `effective`."""
@@ -440,14 +452,22 @@ class AutoLRController:
     def _diverged(self, loss: float, first_step: int) -> None:
         """A non-finite loss during warmup: end it now, at a safe LR.
 
-        The safe LR is half the LR of the last step with a finite loss, or
-        the LR at the smoothed minimum if that is lower.
+        The safe LR is the LR at the smoothed loss minimum of the latest
+        test (or, before any test, at the lowest recorded loss), and at most
+        half the LR of the last step with a finite loss.
         """
         now = self._steps
         good = float(self.lr_at(first_step - 1)) if first_step else self.min_lr
         safe = 0.5 * good
-        if self._minimum_lr is not None:
-            safe = min(safe, self._minimum_lr)
+        lowest = self._minimum_lr
+        if lowest is None:
+            centers, means, _ = self.loss_bins()
+            finite = np.isfinite(means)
+            if np.any(finite):
+                best = centers[finite][int(np.argmin(means[finite]))]
+                lowest = float(self.lr_at(best))
+        if lowest is not None:
+            safe = min(safe, self.peak_fraction * lowest)
         warnings.warn(
             f"AutoLR: non-finite loss ({loss}) at step {now - 1} with LR "
             f"{float(self.lr_at(now - 1)):.4g}; warmup ends now and the LR "
@@ -456,6 +476,18 @@ class AutoLRController:
             stacklevel=3,
         )
         self._switch("divergence", safe, now)
+
+    def loss_is_healthy(self) -> bool:
+        """Whether the latest bin's loss is finite and not above the start.
+
+        The start is the median of the first (up to 8) bins. Used to decide
+        whether the current weights are worth keeping as a fallback.
+        """
+        if not self._bin_sums:
+            return False
+        means = np.divide(self._bin_sums[:8], self._bin_counts[:8])
+        latest = self._bin_sums[-1] / self._bin_counts[-1]
+        return bool(np.isfinite(latest) and latest <= np.nanmedian(means))
 
     def _switch(self, reason: str, peak_lr: float, step: int) -> None:
         lr_before = float(self.lr_at(step - 1))

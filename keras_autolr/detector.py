@@ -13,12 +13,13 @@ minimum is behind us.
 Why NumPy/SciPy and not TensorFlow Probability: with the length scale fixed,
 the marginal likelihood has a closed form after a single eigendecomposition,
 so the output scale and noise are fitted *exactly* (a 1-D profile-likelihood
-search) instead of by 100 Adam iterations, and a whole check costs a few
-milliseconds. TFP's TensorFlow substrate needs `tf-keras` (hence Keras 2 and
-the full `tensorflow` wheel next to Keras 3), and its NumPy substrate took 60
-to 80 ms per posterior here, so 5 posteriors would blow the 50 ms budget per
-check. The test suite checks this implementation against TFP's
-`GaussianProcessRegressionModel` (NumPy substrate) as the reference.
+search) instead of by 100 Adam iterations, and a whole check costs about
+20 ms here (`benchmarks/detector_cost.py`). TFP's TensorFlow substrate needs
+`tf-keras` (hence Keras 2 and the full `tensorflow` wheel next to Keras 3),
+and its NumPy substrate took 60 to 80 ms per posterior here, so 5 posteriors
+would blow the 50 ms budget per check. The test suite checks this
+implementation against TFP's `GaussianProcessRegressionModel` (NumPy
+substrate) as the reference.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 
 import numpy as np
 from scipy import linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 # A floor on the noise variance, relative to the variance of the data:
 # keeps the Gram matrix well conditioned when the losses are nearly exact.
@@ -187,7 +188,7 @@ class MinimumDetector:
         # One BLAS thread: these matrices are small, and a multi-threaded
         # BLAS that competes with the training process for the same cores
         # was measured 10 to 20 times slower than a single thread.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             return self._test(data, key)
 
     def _test(self, data: _Data, key: int) -> Detection:
@@ -353,6 +354,17 @@ class _Data:
         return _Data(
             self.x[idx], self.y[idx], self.noise[idx], self.center, self.std
         )
+
+
+_BLAS: list[ThreadpoolController] = []
+
+
+def _blas() -> ThreadpoolController:
+    """The process's thread pools, scanned once (a scan costs milliseconds
+    once TensorFlow's libraries are loaded)."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0]
 
 
 def _subsample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

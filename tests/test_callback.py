@@ -115,7 +115,7 @@ def test_per_step_losses_are_recovered_from_the_running_mean():
             loss=lambda t, p: keras.ops.mean(t) + 0.0 * keras.ops.mean(p),
             steps_per_execution=spe,
         )
-        autolr = AutoLR(verbose=0, bin_steps=1)
+        autolr = AutoLR(verbose=0)  # Bins of one chunk by default.
         model.fit(
             x,
             y,
@@ -126,11 +126,20 @@ def test_per_step_losses_are_recovered_from_the_running_mean():
             callbacks=[autolr],
         )
         centers, means, counts = autolr.controller.loss_bins()
-        # With chunks, every step of a chunk gets the chunk's mean.
         per_step = np.tile(np.arange(1, steps + 1, dtype=float), 2)
-        expected = per_step.reshape(-1, spe).mean(axis=1).repeat(spe)
+        expected = per_step.reshape(-1, spe).mean(axis=1)
         np.testing.assert_allclose(means, expected, rtol=1e-5)
-        np.testing.assert_array_equal(counts, 1.0)
+        np.testing.assert_array_equal(counts, float(spe))
+
+
+def test_bins_smaller_than_a_chunk_are_refused():
+    model, _ = abs_model()
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=4)
+    x, y = ones(8)
+    with pytest.raises(ValueError, match="bin_steps.*steps_per_execution"):
+        model.fit(
+            x, y, batch_size=4, verbose=0, callbacks=[AutoLR(bin_steps=2)]
+        )
 
 
 def test_after_training_the_optimizer_is_left_as_found():
@@ -273,3 +282,43 @@ def test_config_round_trip():
     assert clone.get_config() == config
     assert config["peak_fraction"] == 0.5
     assert config["check_every"] == "epoch"
+
+
+def linear_regression(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
+    return model, x, y
+
+
+@pytest.mark.parametrize("check_every", [4, 2000])
+def test_a_diverging_model_survives(check_every):
+    """SGD on least squares diverges above LR ~1; AutoLR ramps to 1e4.
+
+    With frequent tests the explosion rule ends warmup before the loss is
+    non-finite; with tests too rare to help, the loss overflows, AutoLR
+    rolls the LR back and restores the weights it kept.
+    """
+    model, x, y = linear_regression()
+    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=1e4, check_every=check_every)
+    if check_every == 4:
+        model.fit(x, y, batch_size=32, epochs=20, verbose=0, callbacks=[autolr])
+        assert autolr.controller.events[0]["reason"] in ("explosion", "minimum")
+    else:
+        with pytest.warns(RuntimeWarning, match="non-finite") as seen:
+            model.fit(
+                x, y, batch_size=32, epochs=20, verbose=0, callbacks=[autolr]
+            )
+        assert autolr.controller.events[0]["reason"] == "divergence"
+        assert any("restored the weights" in str(w.message) for w in seen)
+    ctl = autolr.controller
+    (event,) = ctl.events
+    weights = model.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    assert np.isfinite(ctl.peak_lr) and 0 < ctl.peak_lr < event["lr_before"]
+    assert ctl.peak_lr < 2.0  # Below where SGD diverges on this problem.
+    # The model still fits the data after the rescue.
+    assert model.evaluate(x, y, verbose=0) < 1e-2

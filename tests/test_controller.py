@@ -269,3 +269,22 @@ def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
     # Caught at the first test after the jump: at most 5 steps later.
     assert first_bad < event["step"] <= first_bad + 5
     assert ctl.peak_lr < 0.05
+
+
+def test_one_test_per_update_even_for_chunks_wider_than_bins():
+    """A chunk spanning several test points runs one test, never two."""
+    ctl = AutoLRController(total_steps=640, bin_steps=1, check_every=8)
+    rng = np.random.default_rng(0)
+    tests = []
+    original = ctl.detector.test
+
+    def spy(*args, **kwargs):
+        tests.append(ctl.steps)
+        return original(*args, **kwargs)
+
+    ctl.detector.test = spy
+    for start in range(0, 640, 32):  # A clean decreasing staircase.
+        ctl.update(2.0 - start / 640 + 0.01 * rng.normal(), num_steps=32)
+    assert tests == list(range(32, 321, 32))
+    (event,) = ctl.events
+    assert event["reason"] == "cap"

@@ -104,3 +104,23 @@ def test_cosine_half_point():
     assert schedules.cosine_decay(50.0, 1.0, 0.0, 100.0) == pytest.approx(
         0.5 * (1 + math.cos(math.pi / 2))
     )
+
+
+def test_scalar_namespace_matches_numpy():
+    kw = dict(
+        switch_step=300.0,
+        peak_lr=0.01,
+        warmup="exponential",
+        decay_kind="constant_cosine",
+        min_lr=1e-5,
+        max_lr=1.0,
+        ramp_steps=500.0,
+        total_steps=1000.0,
+        cooldown_steps=200.0,
+    )
+    steps = np.arange(0, 1010, 7, dtype=np.float64)
+    vector = schedules.autolr(steps, **kw)
+    scalar = [
+        schedules.autolr(float(s), xp=schedules.SCALAR, **kw) for s in steps
+    ]
+    np.testing.assert_allclose(scalar, vector, rtol=1e-14, atol=0)

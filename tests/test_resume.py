@@ -1,0 +1,121 @@
+"""Preemption: kill -9 mid-warmup or mid-decay, rerun, same schedule."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import support  # noqa: E402
+
+from keras_autolr import AutoLR  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JOB = os.path.join(HERE, "resumable.py")
+
+
+def run_job(workdir, kill_at=None):
+    cmd = [sys.executable, JOB, str(workdir)]
+    if kill_at is not None:
+        cmd += ["--kill-at", str(kill_at)]
+    return subprocess.run(cmd, timeout=600).returncode
+
+
+def lr_by_step(workdir):
+    """The LR of every step; a re-run step keeps its latest value."""
+    lrs = {}
+    with open(os.path.join(workdir, "lr.log")) as f:
+        for line in f:
+            step, lr = line.split()
+            lrs[int(step)] = float(lr)
+    return [lrs[s] for s in sorted(lrs)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    assert run_job(workdir) == 0
+    result = json.loads((workdir / "result.json").read_text())
+    return result, lr_by_step(workdir)
+
+
+@pytest.mark.parametrize("phase", ["warmup", "decay"])
+def test_sigkill_and_rerun_continue_the_same_schedule(
+    tmp_path, uninterrupted, phase
+):
+    expected, expected_lrs = uninterrupted
+    (event,) = expected["events"]
+    switch = event["step"]
+    # Mid-epoch (16 steps per epoch), before or after the switch.
+    kill_at = switch // 2 + 5 if phase == "warmup" else switch + 21
+    assert (kill_at < switch) == (phase == "warmup")
+    assert run_job(tmp_path, kill_at=kill_at) == -signal.SIGKILL
+    assert not (tmp_path / "result.json").exists()
+    assert run_job(tmp_path, kill_at=kill_at) == 0
+    resumed = json.loads((tmp_path / "result.json").read_text())
+    assert resumed == expected
+    np.testing.assert_array_equal(lr_by_step(tmp_path), expected_lrs)
+
+
+def test_checkpoint_and_initial_epoch_resume(tmp_path):
+    """The ModelCheckpoint + fit(initial_epoch=...) path."""
+    x, y = support.digits()
+
+    def fresh_model():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    fit = dict(x=x, y=y, batch_size=64, shuffle=False, verbose=0)
+    whole = AutoLR(epochs=10, verbose=0)
+    model = fresh_model()
+    model.fit(epochs=10, callbacks=[whole], **fit)
+
+    ckpt = str(tmp_path / "model.keras")
+    first = AutoLR(epochs=10, verbose=0, backup_dir=tmp_path / "autolr")
+    model = fresh_model()
+    model.fit(
+        epochs=6,
+        callbacks=[first, keras.callbacks.ModelCheckpoint(ckpt)],
+        **fit,
+    )
+    # A new process would do exactly this: load, new callback, resume.
+    model = keras.models.load_model(ckpt)
+    second = AutoLR(epochs=10, verbose=0, backup_dir=tmp_path / "autolr")
+    model.fit(initial_epoch=6, epochs=10, callbacks=[second], **fit)
+    assert second.controller.get_state() == whole.controller.get_state()
+    assert second.controller.events == whole.controller.events
+
+
+def test_resuming_without_a_saved_state_says_what_to_do(tmp_path):
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.zeros((64, 64), "float32")
+    y = np.zeros((64, 10), "float32")
+    autolr = AutoLR(verbose=0, backup_dir=tmp_path)
+    with pytest.raises(ValueError, match="backup_dir") as info:
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            initial_epoch=3,
+            epochs=5,
+            verbose=0,
+            callbacks=[autolr],
+        )
+    assert "no state saved after epoch 3" in str(info.value)
