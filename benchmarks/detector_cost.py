@@ -1,0 +1,276 @@
+"""Cost of AutoLR's Gaussian-process minimum check, as the controller runs it.
+
+What is measured, for each warmup length N (default 1,000, 10,000 and
+100,000 recorded losses):
+
+1. An `AutoLRController` with a budget of `2 * N + 10` steps (warmup cap
+   `N + 5`) and `check_every = N + 1` is fed N noisy, decreasing losses
+   (`2 - 0.1 * log10(step + 1) + noise`), so that no check runs while it
+   fills. `step_us` is the mean wall time of one `ctl.step(loss)` call over
+   those N steps: the per-step bookkeeping (binning, the next LR).
+2. `MinimumDetector().test(x, means, counts, key=k)` is then timed on
+   exactly the arrays the controller would test after those N steps
+   (`centers, means, counts = ctl.loss_bins()`, `x = centers / N`), for
+   `k = 0 .. R-1`, after one untimed call (reported as `first_ms`). The
+   median and p90 of those R calls are `check_ms_median` and `check_ms_p90`.
+3. `bins` is how many bins the controller holds (at most `max_bins = 1024`:
+   neighbours are merged pairwise beyond), and `state_bytes` is
+   `len(json.dumps(ctl.get_state()))`, the size of its whole state.
+4. `step_us_with_checks` repeats step 1 with the default `check_every`
+   (about 100 checks over the warmup cap) and the same losses, which never
+   pass their minimum, so every check runs: the amortised per-step cost
+   that training pays with the checks included.
+
+`--import-tensorflow` imports TensorFlow first, as in a training process:
+the detector's `threadpoolctl` limit scans every loaded shared library on
+each call, so with TensorFlow loaded each check costs a few ms more.
+
+How to read it: `check_ms_median` should stay roughly flat in N (the GP sees
+at most 1024 bins, fits on 100 of them and conditions each of its 5
+posteriors on 256), and under the 50 ms target at every size. For scale,
+the AutoWU reference implementation took 2.4 to 6.1 s per check; that figure
+is quoted from the design notes, not measured here.
+
+Usage: `python benchmarks/detector_cost.py [--sizes ...] [--repeats R]
+[--out DIR] [--quick]`. Writes `detector_cost.json` and `detector_cost.md`
+under `--out` (default `benchmarks/results`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+
+from keras_autolr import AutoLRController, MinimumDetector
+
+TARGET_MS = 50.0
+REFERENCE_NOTE = (
+    "The AutoWU reference implementation took 2.4-6.1 s per check (quoted "
+    "from the design notes, not measured here)."
+)
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Median milliseconds per GP minimum check of AutoLR, on the loss "
+            "bins the controller holds after N warmup steps, plus the "
+            "per-step cost of AutoLRController.step()."
+        )
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000, 10_000, 100_000],
+        help="warmup lengths N (recorded losses) to measure "
+        "(default: 1000 10000 100000)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=21,
+        help="timed checks per size, R >= 1 (default: 21)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the loss noise"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="directory for detector_cost.json and .md "
+        "(default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--import-tensorflow",
+        action="store_true",
+        help="import tensorflow before measuring, as in a Keras process",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: sizes 1000 and 10000, 5 repeats",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats = [1_000, 10_000], 5
+    if args.repeats < 1 or min(args.sizes) < 16:
+        parser.error("--repeats must be >= 1 and every size >= 16")
+    return args
+
+
+def environment() -> dict:
+    """Date, machine and versions, for the record."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not Linux.
+        cpus = os.cpu_count()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "nproc": cpus,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def make_losses(n: int, seed: int) -> list[float]:
+    """N noisy losses decreasing like log10 of the step (no minimum)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(n, dtype=np.float64)
+    losses = 2.0 - 0.5 * np.log10(steps + 1.0) / 5.0
+    return (losses + 0.05 * rng.normal(size=n)).tolist()
+
+
+def feed(ctl: AutoLRController, losses: list[float]) -> float:
+    """Feeds the losses one step at a time; mean microseconds per step."""
+    step = ctl.step
+    start = time.perf_counter()
+    for loss in losses:
+        step(loss)
+    return (time.perf_counter() - start) / len(losses) * 1e6
+
+
+def time_checks(
+    ctl: AutoLRController, now: int, repeats: int
+) -> tuple[float, list[float]]:
+    """Times the detector on the controller's bins; (first, others) in ms."""
+    centers, means, counts = ctl.loss_bins()
+    x = centers / now
+    detector = MinimumDetector()
+
+    def one(key: int) -> float:
+        start = time.perf_counter()
+        detector.test(x, means, counts, key=key)
+        return (time.perf_counter() - start) * 1e3
+
+    first = one(repeats)  # Untimed in the statistics: a fresh key.
+    return first, [one(k) for k in range(repeats)]
+
+
+def measure(n: int, repeats: int, seed: int) -> dict:
+    """All numbers of one warmup length N."""
+    losses = make_losses(n, seed)
+    total = 2 * n + 10
+    ctl = AutoLRController(
+        total_steps=total, max_warmup_fraction=0.5, check_every=n + 1
+    )
+    step_us = feed(ctl, losses)
+    if ctl.last_probability is not None:
+        raise RuntimeError("A check ran while filling the controller.")
+    first_ms, times = time_checks(ctl, n, repeats)
+    checked = AutoLRController(total_steps=total, max_warmup_fraction=0.5)
+    step_us_with_checks = feed(checked, losses)
+    return {
+        "n": n,
+        "bins": len(ctl.loss_bins()[0]),
+        "bin_width": int(ctl.get_state()["bin_width"]),
+        "state_bytes": len(json.dumps(ctl.get_state())),
+        "step_us": step_us,
+        "first_ms": first_ms,
+        "check_ms_median": float(np.median(times)),
+        "check_ms_p90": float(np.percentile(times, 90)),
+        "check_ms_all": times,
+        "repeats": repeats,
+        "check_every_default": checked.check_every,
+        "checks_while_feeding": _num_checks(checked),
+        "switched_while_feeding": bool(checked.events),
+        "step_us_with_checks": step_us_with_checks,
+        "target_met": float(np.median(times)) < TARGET_MS,
+    }
+
+
+def _num_checks(ctl: AutoLRController) -> int:
+    return int(ctl.get_state()["num_checks"])
+
+
+def table(rows: list[dict]) -> str:
+    """The results as a Markdown table."""
+    lines = [
+        "| N losses | bins | state (KiB) | step (us) | step incl. checks "
+        "(us) | check median (ms) | check p90 (ms) | first check (ms) "
+        "| < 50 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['bins']} | {r['state_bytes'] / 1024:.1f} "
+            f"| {r['step_us']:.1f} | {r['step_us_with_checks']:.1f} "
+            f"({r['checks_while_feeding']} checks) "
+            f"| {r['check_ms_median']:.2f} | {r['check_ms_p90']:.2f} "
+            f"| {r['first_ms']:.2f} | {'yes' if r['target_met'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(env: dict, rows: list[dict], verdict: str) -> str:
+    return "\n".join(
+        [
+            "# AutoLR detector cost",
+            "",
+            f"- date: {env['date']}",
+            f"- machine: {env['nproc']} CPUs ({env['processor']})",
+            f"- python {env['python']}, numpy {env['numpy']}, "
+            f"scipy {env['scipy']}",
+            f"- command: `{env['command']}`",
+            f"- tensorflow loaded: {env['tensorflow_loaded']}",
+            f"- repeats per size: {rows[0]['repeats']} (median and p90 over "
+            "them; the first, untimed call is shown apart)",
+            "",
+            table(rows),
+            "",
+            f"Target: under {TARGET_MS:g} ms per check at every size. "
+            f"{verdict}",
+            "",
+            REFERENCE_NOTE,
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.import_tensorflow:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow  # noqa: F401
+    env = environment()
+    env["tensorflow_loaded"] = "tensorflow" in sys.modules
+    rows = [measure(n, args.repeats, args.seed) for n in args.sizes]
+    met = all(r["target_met"] for r in rows)
+    verdict = "Met." if met else "NOT met."
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "environment": env,
+        "target_ms": TARGET_MS,
+        "target_met": met,
+        "reference_note": REFERENCE_NOTE,
+        "results": rows,
+    }
+    (args.out / "detector_cost.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
+    text = markdown(env, rows, verdict)
+    (args.out / "detector_cost.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

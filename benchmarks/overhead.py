@@ -1,0 +1,369 @@
+"""Wall-time overhead of the AutoLR callback on `model.fit`, on this CPU.
+
+What is measured: the wall time of `model.fit(..., callbacks=[AutoLR(...)])`
+divided by that of the same `model.fit` with a constant learning rate and no
+callback. Both fit the same small CNN (two Conv2D layers, 5 to 10 ms per
+step on a 2-core CPU) from the same seed on the same synthetic data (4,096
+16x16x3 images of 10 noisy class templates, batch 64, 64 steps per epoch),
+`verbose=0`. `--quick` uses 2,048 images, 2 epochs and 2 pairs.
+
+- Baseline: `Adam(1e-3)`, no callback.
+- AutoLR: `Adam()` and `AutoLR(epochs=E, verbose=0)`.
+
+Each configuration is fitted once, untimed, before any timing (TensorFlow
+start-up and the first tracing). Every timed run then builds and compiles a
+fresh model outside the clock and times only the `fit` call, so every timed
+fit includes tracing of its own train step (and its XLA compile, where
+Keras's `jit_compile="auto"` picks XLA; recorded as `jit_compile`), for both
+runs. Runs are interleaved (baseline, AutoLR, baseline,
+AutoLR, ...), `--pairs` pairs at each `steps_per_execution` (1 and 32).
+
+Reported per `steps_per_execution`: each pair's ratio, the median ratio,
+and the median absolute times. `ratio_after_first_epoch` is the same ratio
+of the time from the end of epoch 1 to the end of `fit`: it leaves out the
+tracing and compiling, and also AutoLR's work in the first epoch. It comes
+from a callback with epoch hooks only, attached to both runs; a callback
+without batch hooks does not change how Keras dispatches batch callbacks.
+For AutoLR runs the number of detector checks and the switch are recorded,
+since the checks (tens of ms each, on the training thread) are most of what
+AutoLR adds.
+
+How to read it: a ratio of 1.03 means fit took 3 % longer with AutoLR.
+Targets: <= 1.03 at `steps_per_execution=1`, <= 1.01 at 32. Timings on a
+shared machine are noisy; look at the spread of the per-pair ratios.
+
+Usage: `python benchmarks/overhead.py [--pairs 7] [--epochs 10] [--quick]
+[--out DIR]`. Writes `overhead.json` and `overhead.md` under `--out`
+(default `benchmarks/results`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_autolr import AutoLR  # noqa: E402
+
+TARGETS = {1: 1.03, 32: 1.01}
+SAMPLES = 4096
+BATCH = 64
+IMAGE = (16, 16, 3)
+CLASSES = 10
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Ratio of model.fit wall time with the AutoLR callback to "
+            "model.fit with a constant LR and no callback, interleaved "
+            "pairs at steps_per_execution 1 and 32."
+        )
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=7,
+        help="timed (baseline, AutoLR) pairs per steps_per_execution, >= 1 "
+        "(default: 7)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="epochs of every fit, and the AutoLR budget, >= 2 (default: 10)",
+    )
+    parser.add_argument(
+        "--spe",
+        type=int,
+        nargs="+",
+        default=[1, 32],
+        help="steps_per_execution values, each dividing 64 (default: 1 32)",
+    )
+    parser.add_argument(
+        "--check-every",
+        default=None,
+        help="AutoLR(check_every=...): an integer or 'epoch' "
+        "(default: AutoLR's own default)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of data and weights"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="directory for overhead.json and .md "
+        "(default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: 2 pairs of 2 epochs on {SAMPLES // 2} samples",
+    )
+    args = parser.parse_args(argv)
+    args.samples = SAMPLES
+    if args.quick:
+        args.pairs, args.epochs, args.samples = 2, 2, SAMPLES // 2
+    steps = args.samples // BATCH
+    if args.pairs < 1 or args.epochs < 2:
+        parser.error("--pairs must be >= 1 and --epochs >= 2")
+    if any(s < 1 or steps % s for s in args.spe):
+        parser.error(f"every --spe must divide the {steps} steps per epoch")
+    if args.check_every not in (None, "epoch"):
+        args.check_every = int(args.check_every)
+    return args
+
+
+def environment() -> dict:
+    """Date, machine and versions, for the record."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not Linux.
+        cpus = os.cpu_count()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "nproc": cpus,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def make_data(seed: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copies of 10 random class templates: learnable, fixed seed."""
+    rng = np.random.default_rng(seed)
+    templates = rng.normal(size=(CLASSES, *IMAGE))
+    y = rng.integers(0, CLASSES, size=samples)
+    x = 0.5 * templates[y] + rng.normal(size=(samples, *IMAGE))
+    return x.astype("float32"), y.astype("int32")
+
+
+def build_model(seed: int, autolr: bool, spe: int) -> keras.Model:
+    """A fresh, compiled CNN; weights depend on `seed` only."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(IMAGE),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+    optimizer = (
+        keras.optimizers.Adam() if autolr else keras.optimizers.Adam(1e-3)
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=spe,
+    )
+    return model
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Records when each epoch ends (epoch hooks only: no batch hooks)."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def run_once(data, spe: int, autolr: bool, args) -> dict:
+    """One fit of a fresh model; only the `fit` call is timed."""
+    keras.backend.clear_session()
+    gc.collect()
+    x, y = data
+    model = build_model(args.seed, autolr, spe)
+    clock = EpochClock()
+    callbacks = [clock]
+    if autolr:
+        callbacks.append(
+            AutoLR(epochs=args.epochs, verbose=0, check_every=args.check_every)
+        )
+    start = time.perf_counter()
+    history = model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=args.epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+    )
+    end = time.perf_counter()
+    result = {
+        "seconds": end - start,
+        "seconds_after_first_epoch": end - clock.ends[0],
+        "final_loss": float(history.history["loss"][-1]),
+        "jit_compile": bool(model.jit_compile),
+    }
+    if autolr:
+        result.update(autolr_summary(callbacks[-1].controller))
+    return result
+
+
+def autolr_summary(ctl) -> dict:
+    """How much work AutoLR did, and what it decided."""
+    events = ctl.events
+    return {
+        "checks": int(ctl.get_state()["num_checks"]),
+        "check_every": ctl.check_every,
+        "switch_step": ctl.switch_step,
+        "switch_reason": events[0]["reason"] if events else None,
+        "peak_lr": ctl.peak_lr,
+    }
+
+
+def bench_spe(data, spe: int, args) -> dict:
+    """Interleaved (baseline, AutoLR) pairs at one steps_per_execution."""
+    pairs = []
+    for i in range(args.pairs):
+        base = run_once(data, spe, False, args)
+        auto = run_once(data, spe, True, args)
+        pair = {
+            "baseline": base,
+            "autolr": auto,
+            "ratio": auto["seconds"] / base["seconds"],
+            "ratio_after_first_epoch": auto["seconds_after_first_epoch"]
+            / base["seconds_after_first_epoch"],
+        }
+        print(
+            f"spe {spe:>2} pair {i + 1}/{args.pairs}: baseline "
+            f"{base['seconds']:.2f} s, AutoLR {auto['seconds']:.2f} s "
+            f"({auto['checks']} checks), ratio {pair['ratio']:.3f}",
+            flush=True,
+        )
+        pairs.append(pair)
+    return summarize(spe, pairs)
+
+
+def summarize(spe: int, pairs: list[dict]) -> dict:
+    def median(values):
+        return float(np.median(values))
+
+    ratio = median([p["ratio"] for p in pairs])
+    target = TARGETS.get(spe)
+    return {
+        "steps_per_execution": spe,
+        "pairs": pairs,
+        "ratios": [p["ratio"] for p in pairs],
+        "median_ratio": ratio,
+        "median_ratio_after_first_epoch": median(
+            [p["ratio_after_first_epoch"] for p in pairs]
+        ),
+        "median_baseline_s": median([p["baseline"]["seconds"] for p in pairs]),
+        "median_autolr_s": median([p["autolr"]["seconds"] for p in pairs]),
+        "median_checks": median([p["autolr"]["checks"] for p in pairs]),
+        "target": target,
+        "target_met": None if target is None else ratio <= target,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """The summary as a Markdown table."""
+    lines = [
+        "| spe | median baseline (s) | median AutoLR (s) | median ratio "
+        "| ratio after epoch 1 | per-pair ratios | AutoLR checks "
+        "| target | met |",
+        "|---:|---:|---:|---:|---:|:---|---:|---:|:---:|",
+    ]
+    for r in rows:
+        ratios = ", ".join(f"{v:.3f}" for v in r["ratios"])
+        target = "-" if r["target"] is None else f"<= {r['target']:.2f}"
+        met = {None: "-", True: "yes", False: "NO"}[r["target_met"]]
+        lines.append(
+            f"| {r['steps_per_execution']} | {r['median_baseline_s']:.2f} "
+            f"| {r['median_autolr_s']:.2f} | {r['median_ratio']:.3f} "
+            f"| {r['median_ratio_after_first_epoch']:.3f} | {ratios} "
+            f"| {r['median_checks']:g} | {target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(env: dict, rows: list[dict], args) -> str:
+    return "\n".join(
+        [
+            "# AutoLR callback overhead on model.fit",
+            "",
+            f"- date: {env['date']}",
+            f"- machine: {env['nproc']} CPUs ({env['processor']})",
+            f"- python {env['python']}, numpy {env['numpy']}, tensorflow "
+            f"{env['tensorflow']}, keras {env['keras']} ({env['backend']})",
+            f"- command: `{env['command']}`",
+            f"- {args.pairs} interleaved pairs per spe, {args.epochs} epochs "
+            f"of {args.samples // BATCH} steps (batch {BATCH}), fresh model "
+            "per run, only `fit` timed (tracing included), jit_compile="
+            f"{rows[0]['pairs'][0]['baseline']['jit_compile']}",
+            "",
+            table(rows),
+            "",
+            "Ratio = AutoLR fit time / baseline fit time (median over pairs)."
+            " Targets: <= 1.03 at spe 1, <= 1.01 at spe 32.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment()
+    data = make_data(args.seed, args.samples)
+    warmup = {}
+    for spe in args.spe:
+        for autolr in (False, True):
+            name = f"spe{spe}_{'autolr' if autolr else 'baseline'}"
+            warmup[name] = run_once(data, spe, autolr, args)["seconds"]
+    rows = [bench_spe(data, spe, args) for spe in args.spe]
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "environment": env,
+        "settings": {
+            "pairs": args.pairs,
+            "epochs": args.epochs,
+            "samples": args.samples,
+            "batch_size": BATCH,
+            "steps_per_epoch": args.samples // BATCH,
+            "check_every": args.check_every,
+            "seed": args.seed,
+            "quick": args.quick,
+        },
+        "warmup_seconds": warmup,
+        "targets": {str(k): v for k, v in TARGETS.items()},
+        "results": rows,
+    }
+    (args.out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(env, rows, args)
+    (args.out / "overhead.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark scripts: the harness runs and writes sane
+results. They check that the numbers exist and are positive, not that the
+performance targets are met (that depends on the machine and its load).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ENVIRONMENT_KEYS = {"date", "nproc", "python", "numpy", "command"}
+
+
+def run_script(name, *args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=True,
+    )
+
+
+def load(directory, stem):
+    assert (directory / f"{stem}.md").read_text().startswith("# ")
+    return json.loads((directory / f"{stem}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["detector_cost.py", "overhead.py"])
+def test_help(name):
+    out = run_script(name, "--help").stdout
+    assert "--quick" in out and "--out" in out
+
+
+def test_detector_cost_quick(tmp_path):
+    proc = run_script("detector_cost.py", "--quick", "--out", str(tmp_path))
+    assert "| N losses |" in proc.stdout
+    result = load(tmp_path, "detector_cost")
+    assert ENVIRONMENT_KEYS <= set(result["environment"])
+    assert result["environment"]["nproc"] >= 1
+    assert result["target_ms"] == 50.0
+    assert isinstance(result["target_met"], bool)
+    rows = result["results"]
+    assert [r["n"] for r in rows] == [1_000, 10_000]
+    for r in rows:
+        assert 0 < r["bins"] <= 1024
+        assert r["state_bytes"] > 0
+        assert r["step_us"] > 0 and r["step_us_with_checks"] > 0
+        assert r["first_ms"] > 0
+        assert 0 < r["check_ms_median"] <= r["check_ms_p90"]
+        assert len(r["check_ms_all"]) == r["repeats"] == 5
+        assert r["checks_while_feeding"] > 0
+
+
+@pytest.mark.slow
+def test_overhead_quick(tmp_path):
+    proc = run_script("overhead.py", "--quick", "--out", str(tmp_path))
+    assert "| spe |" in proc.stdout
+    result = load(tmp_path, "overhead")
+    env = result["environment"]
+    assert ENVIRONMENT_KEYS | {"tensorflow", "keras"} <= set(env)
+    assert result["settings"]["pairs"] == 2
+    assert all(s > 0 for s in result["warmup_seconds"].values())
+    rows = result["results"]
+    assert [r["steps_per_execution"] for r in rows] == [1, 32]
+    for r in rows:
+        assert len(r["pairs"]) == len(r["ratios"]) == 2
+        assert all(ratio > 0 for ratio in r["ratios"])
+        assert r["median_ratio"] > 0
+        assert r["median_ratio_after_first_epoch"] > 0
+        assert r["median_baseline_s"] > 0 and r["median_autolr_s"] > 0
+        assert isinstance(r["target_met"], bool)
+        for pair in r["pairs"]:
+            assert pair["autolr"]["checks"] >= 0
+            assert pair["autolr"]["switch_reason"] is not None
