@@ -228,6 +228,18 @@ class AutoLRController:
             "revision": self._revision,
         }
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AutoLRController:
+        """A controller rebuilt from a `get_state()` (e.g. a saved file)."""
+        if not isinstance(state, dict) or "config" not in state:
+            raise ValueError(
+                "Not an AutoLRController state: expected a dict from "
+                f"get_state(). Received: {type(state).__name__}"
+            )
+        controller = cls(**state["config"])
+        controller.set_state(state)
+        return controller
+
     def set_state(self, state: dict[str, Any]) -> None:
         """Restores a `get_state()` of a controller with the same config.
 

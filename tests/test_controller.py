@@ -288,3 +288,15 @@ def test_one_test_per_update_even_for_chunks_wider_than_bins():
     assert tests == list(range(32, 321, 32))
     (event,) = ctl.events
     assert event["reason"] == "cap"
+
+
+def test_from_state_rebuilds_an_equal_controller():
+    ctl = AutoLRController(total_steps=300, decay="constant_cosine", seed=4)
+    drive(ctl, u_loss, 200)
+    clone = AutoLRController.from_state(json.loads(json.dumps(ctl.get_state())))
+    assert clone.get_state() == ctl.get_state()
+    np.testing.assert_array_equal(
+        clone.lr_at(np.arange(301)), ctl.lr_at(np.arange(301))
+    )
+    with pytest.raises(ValueError, match="get_state"):
+        AutoLRController.from_state([1, 2])
