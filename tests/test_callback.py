@@ -1,10 +1,9 @@
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from keras_autolr import AutoLR  # noqa: E402
+from keras_autolr import AutoLR
 
 
 class Recorder(keras.callbacks.Callback):

@@ -2,11 +2,10 @@ import math
 
 import numpy as np
 import pytest
+from tensorflow_probability.substrates import numpy as tfp
 
 from keras_autolr.controller import AutoLRController
 from keras_autolr.detector import MinimumDetector
-
-tfp = pytest.importorskip("tensorflow_probability.substrates.numpy")
 
 
 def _u_curve(n, minimum_at, noise, seed):

@@ -10,15 +10,13 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import support
 
-keras = pytest.importorskip("keras")
-
-import support  # noqa: E402
-
-from keras_autolr import AutoLR  # noqa: E402
-from keras_autolr.controller import AutoLRController  # noqa: E402
+from keras_autolr import AutoLR
+from keras_autolr.controller import AutoLRController
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

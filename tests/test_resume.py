@@ -6,14 +6,12 @@ import signal
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import support
 
-keras = pytest.importorskip("keras")
-
-import support  # noqa: E402
-
-from keras_autolr import AutoLR  # noqa: E402
+from keras_autolr import AutoLR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOB = os.path.join(HERE, "resumable.py")
