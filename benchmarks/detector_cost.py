@@ -1,7 +1,7 @@
 """Cost of AutoLR's Gaussian-process minimum check, as the controller runs it.
 
-What is measured, for each warmup length N (default 1,000, 10,000 and
-100,000 recorded losses):
+What is measured, for each warmup length N (default 1,000, 10,000, 100,000
+and 1,000,000 recorded losses; the last is the long-run bound):
 
 1. An `AutoLRController` with a budget of `2 * N + 10` steps (warmup cap
    `N + 5`) and `check_every = N + 1` is fed N noisy, decreasing losses
@@ -21,9 +21,8 @@ What is measured, for each warmup length N (default 1,000, 10,000 and
    pass their minimum, so every check runs: the amortised per-step cost
    that training pays with the checks included.
 
-`--import-tensorflow` imports TensorFlow first, as in a training process:
-the detector's `threadpoolctl` limit scans every loaded shared library on
-each call, so with TensorFlow loaded each check costs a few ms more.
+`--import-tensorflow` imports TensorFlow first, as in a training process
+(the detector scans the loaded BLAS libraries once per process).
 
 How to read it: `check_ms_median` should stay roughly flat in N (the GP sees
 at most 1024 bins, fits on 100 of them and conditions each of its 5
@@ -73,9 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes",
         type=int,
         nargs="+",
-        default=[1_000, 10_000, 100_000],
-        help="warmup lengths N (recorded losses) to measure "
-        "(default: 1000 10000 100000)",
+        default=[1_000, 10_000, 100_000, 1_000_000],
+        help="warmup lengths N (recorded losses) to measure; 1,000,000 is "
+        "the long-run bound (default: 1000 10000 100000 1000000)",
     )
     parser.add_argument(
         "--repeats",
