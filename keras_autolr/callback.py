@@ -67,10 +67,13 @@ class AutoLR(keras.callbacks.Callback):
             `k` with the same decisions. Defaults to `None`: state kept in
             memory only.
         restore_weights: during warmup, keep a host copy of the weights and
-            optimizer state at every test and epoch end while the loss is
-            below its starting level, and put it back if the loss becomes
-            non-finite. Costs one copy of the model and optimizer state in
-            host memory during warmup. Defaults to `True`.
+            optimizer state whenever a test or an epoch ends at the lowest
+            loss so far, and put it back when warmup ends: the overshoot
+            past the minimum can damage a network (LAMB's loss often sits on
+            a cliff edge there) and rolling back the LR alone does not undo
+            that. Costs one copy of the model and optimizer state in host
+            memory during warmup, and one device-to-host copy per new
+            lowest loss. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
@@ -303,23 +306,24 @@ class AutoLR(keras.callbacks.Callback):
         self.schedule.align(int(self._optimizer.iterations.numpy()))
 
     def _keep_weights(self):
-        if self.controller.loss_is_healthy():
+        if self.controller.at_lowest_loss():
             self._snapshot.take(self.controller.steps)
 
     def _on_switch(self):
         ctl = self.controller
         event = ctl.events[-1]
-        if event["reason"] == "divergence" and self.restore_weights:
+        if self.restore_weights:
             # Weights that produced a non-finite loss are not worth keeping.
             if self._snapshot.taken:
                 self._snapshot.restore()
-                warnings.warn(
-                    f"AutoLR: restored the weights and optimizer state kept "
-                    f"at step {self._snapshot.step}, before the loss became "
-                    f"non-finite at step {event['step'] - 1}.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                if event["reason"] == "divergence":
+                    warnings.warn(
+                        f"AutoLR: restored the weights and optimizer state "
+                        f"kept at step {self._snapshot.step}, before the loss "
+                        f"became non-finite at step {event['step'] - 1}.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
             elif not all_finite(self.model.get_weights()):
                 warnings.warn(
                     "AutoLR: the weights became non-finite before any copy "

@@ -21,6 +21,7 @@ only when a decision changes them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -435,11 +436,23 @@ class AutoLRController:
         x = centers / now
         if np.count_nonzero(np.isfinite(means)) < self.min_bins:
             return
+        # One bad batch is neither a minimum nor an explosion.
+        means = despike(means)
+        # A minimum only counts once the loss has clearly fallen: a bump or
+        # noise on the initial plateau is not the minimum of the LR curve.
+        progress = _progress(means)
+        made_progress = progress is not None and progress.clear
+        if progress is not None:
+            # Losses far above the start (an explosion to 1e4, say) would
+            # dominate the GP's scale; what matters is that they are high.
+            means = np.minimum(means, progress.start + 10 * progress.noise)
         detection = self.detector.test(x, means, counts, key=self._num_checks)
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
         self._consecutive = (
-            self._consecutive + 1 if detection.past_minimum else 0
+            self._consecutive + 1
+            if detection.past_minimum and made_progress
+            else 0
         )
         lrs = schedules.lr_at_fraction(
             self.warmup,
@@ -449,11 +462,24 @@ class AutoLRController:
             self.max_lr,
             self.ramp_steps,
         )
-        self._minimum_lr = float(np.mean(lrs))
+        # A minimum at "now" maps to the LR of the step not yet run: cap it
+        # at the LR of the last step run.
+        last = schedules.ramp(
+            self.warmup, now - 1, self.min_lr, self.max_lr, self.ramp_steps
+        )
+        self._minimum_lr = float(np.mean(np.minimum(lrs, last)))
         peak_lr = self.peak_fraction * self._minimum_lr
+        recent = np.isfinite(means) & (centers > now - self.check_every)
         if self._consecutive >= self.patience:
             self._switch("minimum", peak_lr, effective)
-        elif _lost_progress(centers, means, counts, now - self.check_every):
+        elif (
+            made_progress
+            and np.any(recent)
+            and progress.lost(np.average(means[recent], weights=counts[recent]))
+        ):
+            # The loss climbed back to its starting level (an explosion, or
+            # a network that died at chance): waiting for `patience` tests
+            # would let the LR grow further into that regime.
             self._switch("explosion", peak_lr, effective)
         elif peak_lr != self._peak_lr:
             # Provisional: if the cap comes first, warmup ends at the LR of
@@ -489,17 +515,21 @@ class AutoLRController:
         )
         self._switch("divergence", safe, now)
 
-    def loss_is_healthy(self) -> bool:
-        """Whether the latest bin's loss is finite and not above the start.
+    def at_lowest_loss(self) -> bool:
+        """Whether the latest bin's loss is within noise of the lowest.
 
-        The start is the median of the first (up to 8) bins. Used to decide
-        whether the current weights are worth keeping as a fallback.
+        Finite, and at most one noise standard deviation above the lowest
+        bin so far. Used to decide when the current weights are worth
+        keeping as the ones to fall back to.
         """
         if not self._bin_sums:
             return False
-        means = np.divide(self._bin_sums[:8], self._bin_counts[:8])
-        latest = self._bin_sums[-1] / self._bin_counts[-1]
-        return bool(np.isfinite(latest) and latest <= np.nanmedian(means))
+        means = np.divide(self._bin_sums, self._bin_counts)
+        finite = means[np.isfinite(means)]
+        latest = means[-1]
+        if not np.isfinite(latest):
+            return False
+        return bool(latest <= np.min(finite) + _noise(finite))
 
     def _switch(self, reason: str, peak_lr: float, step: int) -> None:
         lr_before = float(self.lr_at(step - 1))
@@ -518,37 +548,76 @@ class AutoLRController:
         )
 
 
-def _lost_progress(
-    centers: np.ndarray,
-    means: np.ndarray,
-    counts: np.ndarray,
-    since: float,
-    lost: float = 0.9,
-) -> bool:
-    """Whether the loss since step `since` undid the progress of warmup.
+def despike(means: np.ndarray, half_window: int = 3) -> np.ndarray:
+    """Replaces isolated outliers by what their neighbourhood predicts.
 
-    True when the loss fell clearly (by more than 8 noise standard
-    deviations) below its starting level and the mean loss of the bins after
-    `since` is back above `lost` of the way to that level: the LR grew so
-    high that training is now destroying what it learnt (an explosion, or a
-    network that died and sits at chance). Waiting for `patience` tests
-    would let the LR grow further into that regime.
+    A Hampel filter: a bin further than 5 robust standard deviations from
+    the median of the `2 * half_window + 1` bins centred on it is replaced
+    by that median. The last `half_window` bins have no right neighbours:
+    each is compared with a robust linear extrapolation of the bins before
+    it (median level plus median slope), so that a steady trend at the end
+    is not mistaken for an outlier. One bad batch is not a loss minimum, but
+    a rise that lasts several bins moves the medians with it and is kept.
+    Non-finite values pass through (the detector leaves them out).
     """
-    finite = np.isfinite(means)
-    level = means[finite]
-    if level.size < 8:
-        return False
-    start = float(np.median(level[:8]))
-    lowest = float(np.min(level))
+    n = means.size
+    width = 2 * half_window + 1
+    if n < width + half_window:
+        return means
+    scale = _noise(means[np.isfinite(means)])
+    if not scale > 0:
+        return means
+    expected = np.full(n, np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(means, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN windows.
+        expected[half_window : n - half_window] = np.nanmedian(windows, 1)
+        for i in range(n - half_window, n):
+            before = means[i - width : i]
+            slope = np.nanmedian(np.diff(before))
+            expected[i] = np.nanmedian(before) + slope * (half_window + 1)
+    spikes = np.abs(means - expected) > 5.0 * scale  # False where NaN.
+    return np.where(spikes, expected, means)
+
+
+def _noise(level: np.ndarray) -> float:
+    """Robust std of one bin: MAD of successive differences, over sqrt 2.
+
+    Differences cancel a smooth trend, which a median filter's residuals
+    would not measure (they are exactly 0 on a monotone stretch).
+    """
+    if level.size < 3:
+        return 0.0
     diffs = np.diff(level)
-    noise = 1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2)
-    if not start - lowest > 8.0 * noise:
-        return False
-    recent = finite & (centers > since)
-    if not np.any(recent):
-        return False
-    current = np.average(means[recent], weights=counts[recent])
-    return bool(current >= lowest + lost * (start - lowest))
+    mad = np.median(np.abs(diffs - np.median(diffs)))
+    return float(1.4826 * mad / np.sqrt(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progress:
+    """How far warmup has brought the recorded loss."""
+
+    start: float  # Median of the first 8 finite bins.
+    lowest: float  # Lowest bin.
+    noise: float  # Robust std of one bin, `_noise`.
+
+    @property
+    def clear(self) -> bool:
+        """The loss fell by more than 8 noise standard deviations."""
+        return self.start - self.lowest > 8.0 * self.noise
+
+    def lost(self, current: float, fraction: float = 0.9) -> bool:
+        """`current` is back `fraction` of the way up to the start."""
+        return current >= self.lowest + fraction * (self.start - self.lowest)
+
+
+def _progress(means: np.ndarray) -> _Progress | None:
+    level = means[np.isfinite(means)]
+    if level.size < 8:
+        return None
+    return _Progress(
+        float(np.median(level[:8])), float(np.min(level)), _noise(level)
+    )
 
 
 def _pairwise_sum(values: list[float]) -> list[float]:

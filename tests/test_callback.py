@@ -66,7 +66,8 @@ def test_applied_lr_equals_the_controller_every_step():
     keras.utils.set_random_seed(0)
     model, layer = abs_model()
     x, y = ones(20)
-    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
+    # The weights must move by the LR alone: no rollback of the weights.
+    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0, restore_weights=False)
     trace = WeightTrace(layer)
     recorder = Recorder()
     model.fit(
@@ -321,3 +322,30 @@ def test_a_diverging_model_survives(check_every):
     assert ctl.peak_lr < 2.0  # Below where SGD diverges on this problem.
     # The model still fits the data after the rescue.
     assert model.evaluate(x, y, verbose=0) < 1e-2
+
+
+def test_weights_roll_back_to_the_lowest_loss_at_the_switch():
+    """|w - 1| overshoots as the LR grows; the switch restores the weights
+    kept at the lowest loss seen at a test, then decays from there."""
+    model, layer = abs_model()
+    x, y = ones(20)
+    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
+    trace = WeightTrace(layer)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr, trace],
+    )
+    s = autolr.controller.switch_step
+    # trace.values[k] is read after AutoLR's hook of step k - 1, so
+    # trace.values[s] already holds the weights restored at the switch.
+    loss = np.abs(np.asarray(trace.values) - 1.0)
+    assert loss[s] < loss[s - 1]  # Rolled back from the overshoot...
+    # ...to the copy taken after the step with the lowest loss (a test runs
+    # at every step here; the copy holds the weights that step produced).
+    best = int(np.argmin(loss[:s]))
+    assert trace.values[s] == pytest.approx(trace.values[best + 1], abs=1e-9)

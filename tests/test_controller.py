@@ -300,3 +300,42 @@ def test_from_state_rebuilds_an_equal_controller():
     )
     with pytest.raises(ValueError, match="get_state"):
         AutoLRController.from_state([1, 2])
+
+
+def test_despike_removes_isolated_outliers_and_keeps_real_rises():
+    from keras_autolr.controller import despike
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(2.0, 1.0, 60) + 0.01 * rng.normal(size=60)
+    spiky = base.copy()
+    spiky[[20, 45, 59]] += [0.5, -0.4, 0.3]  # One at the very end.
+    cleaned = despike(spiky)
+    np.testing.assert_allclose(cleaned[:56], base[:56], atol=0.05)
+    # At the end the window is one-sided: the spike is cut, not erased.
+    assert abs(cleaned[59] - base[59]) < 0.1
+    rising = np.concatenate([base[:50], base[49] + 0.1 * np.arange(1, 11)])
+    kept = despike(rising)
+    np.testing.assert_array_equal(kept[:58], rising[:58])
+    # The one-sided window lags a steep rise by at most two bins at the end.
+    assert np.all(kept[58:] >= rising[56])
+    with_nan = spiky.copy()
+    with_nan[10] = np.nan
+    out = despike(with_nan)
+    assert np.isnan(out[10])
+    assert abs(out[20] - base[20]) < 0.05
+
+
+def test_one_bad_batch_does_not_end_warmup():
+    """A single loss spike while the loss still falls is ignored."""
+
+    def falling(lr):
+        return 2.0 - math.log10(lr) / 10
+
+    ctl = AutoLRController(total_steps=1000, check_every=2)
+    rng = np.random.default_rng(1)
+    lr = ctl.lr
+    for step in range(500):
+        loss = falling(lr) + 0.005 * rng.normal() + (0.3 if step == 200 else 0)
+        lr = ctl.step(loss)
+    (event,) = ctl.events
+    assert event["reason"] == "cap"
