@@ -2,7 +2,8 @@
 
 The pure core (`AutoLRController`, `MinimumDetector`) imports without Keras
 or TensorFlow; the Keras names (`AutoLR`, `AdamP`, `LAMB`, `AutoLRSchedule`)
-are imported on first use.
+are imported on first use, and so is `plot` (the figure of a run's LR and
+loss, which needs matplotlib: `pip install keras-autolr[plot]`).
 """
 
 import importlib
@@ -17,6 +18,7 @@ _LAZY = {
     "AutoLRSchedule": "keras_autolr.lr_schedule",
     "AdamP": "keras_autolr.optimizers",
     "LAMB": "keras_autolr.optimizers",
+    "plot": "keras_autolr.plotting",
 }
 
 

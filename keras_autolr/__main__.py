@@ -19,6 +19,12 @@ def main(argv=None):
     run.add_argument("--batch-size", type=int, default=demo.DEFAULT_BATCH)
     run.add_argument("--optimizer", choices=("adamp", "lamb"), default="adamp")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--plot",
+        default=demo.DEFAULT_PLOT,
+        metavar="PATH",
+        help="PNG of the run's LR and loss (default: %(default)s; '' to skip)",
+    )
     args = parser.parse_args(argv)
     return demo.main(args)
 

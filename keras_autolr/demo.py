@@ -1,7 +1,8 @@
 """The demo: large-batch training on scikit-learn's digits with AutoLR.
 
 No download: `sklearn.datasets.load_digits` ships 1,797 real 8x8 digits.
-Run it with `python -m keras_autolr demo`.
+Run it with `python -m keras_autolr demo`; it also saves the plot of its run
+(`keras_autolr.plot`) to `autolr_demo.png`, or to `--plot PATH`.
 """
 
 import os
@@ -11,6 +12,7 @@ import numpy as np
 
 DEFAULT_EPOCHS = 60
 DEFAULT_BATCH = 256
+DEFAULT_PLOT = "autolr_demo.png"
 
 
 def load_digits_split(seed=0):
@@ -113,5 +115,10 @@ def main(args):
         f"(LR reached before roll-back {event['lr_before']:.3g})."
     )
     print(f"Final test accuracy: {accuracy:.4f}")
+    if args.plot:
+        from keras_autolr import plot
+
+        plot(autolr, args.plot)
+        print(f"Plot of the run: {os.path.abspath(args.plot)}")
     print(f"Done in {time.perf_counter() - start:.0f} s.")
     return 0

@@ -1,0 +1,422 @@
+"""`plot`: one figure that shows what AutoLR decided, and why.
+
+The top panel is the learning rate of every step on a log scale: the warmup
+ramp, the LR at the loss minimum, the roll-back at the switch and the decay.
+The bottom panel is the evidence: the training losses the controller
+recorded, and the Gaussian-process posterior of the warmup losses that the
+decision rests on, with its minimum.
+
+matplotlib is imported on the first call (`pip install keras-autolr[plot]`).
+The figure is drawn on its own Agg canvas, never through `pyplot`: it works
+without a display, leaves the user's backend alone and keeps no global
+figure alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import textwrap
+from typing import Any
+
+import numpy as np
+
+from keras_autolr import schedules
+from keras_autolr.controller import AutoLRController
+from keras_autolr.detector import Posterior
+
+# LR curve resolution: enough for a smooth curve, cheap for any budget.
+_GRID_POINTS = 2000
+_DECAYS = {
+    "cosine": "cosine decay",
+    "constant_cosine": "constant LR, then cosine decay",
+}
+_SWITCH = "C3"  # Colour of everything about the decision.
+
+
+def plot(run, path=None, title=None, *, figsize=(10.0, 7.5), dpi=100):
+    """Plots the learning rate and the loss of an AutoLR run.
+
+    One figure, two panels sharing the step axis. Top: the LR of every step
+    (log scale), warmup shaded, the LR at the detected loss minimum, the
+    roll-back at the switch and the decay; steps not run yet are dashed.
+    Bottom: the training loss recorded by the controller (one point per
+    bin), the Gaussian-process posterior mean of the warmup losses with its
+    2-sigma band (the curve the decision was taken on, `x = 1` being the
+    switch), the smoothed minimum and the switch step. The panel title says
+    the decision in words. A run still in warmup is plotted as far as it
+    went, with the LR it would follow if the warmup cap came first.
+
+    Args:
+        run: the run to plot: an `AutoLR` callback after `fit`, an
+            `AutoLRController`, a state dict from `get_state()`, or the path
+            of a saved state (e.g. an `autolr-epoch-XXXXXX.json` file that
+            `AutoLR(backup_dir=...)` writes).
+        path: where to save the figure, as a PNG (or any other format
+            matplotlib infers from the extension). Defaults to `None`: not
+            saved.
+        title: a headline above the decision, e.g. the name of the
+            experiment. Defaults to `None`: the decision alone.
+        figsize: `(width, height)` of the figure in inches. Defaults to
+            `(10.0, 7.5)`.
+        dpi: resolution in dots per inch; the PNG is `figsize * dpi`
+            pixels. Defaults to `100`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ImportError: if matplotlib is not installed.
+        ValueError: if `run` is none of the above, or another argument is
+            invalid.
+
+    Example:
+
+    ```python
+    import keras_autolr
+
+    autolr = keras_autolr.AutoLR()
+    model.fit(x, y, batch_size=4096, epochs=30, callbacks=[autolr])
+    keras_autolr.plot(autolr, "autolr.png")
+    # Later, from the state a run saved with AutoLR(backup_dir="ckpt"):
+    keras_autolr.plot("ckpt/autolr-epoch-000030.json", "autolr.png")
+    ```
+    """
+    controller = _as_controller(run)
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise ValueError(
+            "Argument `path` must be a file path or None. "
+            f"Received: path={path!r}"
+        )
+    if title is not None and not isinstance(title, str):
+        raise ValueError(
+            f"Argument `title` must be a string or None. Received: "
+            f"title={title!r}"
+        )
+    if not (
+        isinstance(figsize, tuple | list)
+        and len(figsize) == 2
+        and all(_is_positive(v) for v in figsize)
+    ):
+        raise ValueError(
+            "Argument `figsize` must be a pair of positive numbers "
+            f"(width, height) in inches. Received: figsize={figsize!r}"
+        )
+    if not _is_positive(dpi):
+        raise ValueError(
+            f"Argument `dpi` must be a positive number. Received: dpi={dpi!r}"
+        )
+    figure_class, canvas_class = _matplotlib()
+    figure = figure_class(figsize=tuple(figsize), dpi=dpi, layout="constrained")
+    canvas_class(figure)
+    lr_axes, loss_axes = figure.subplots(2, 1, sharex=True)
+    facts = _Facts.of(controller)
+    _draw_lr(lr_axes, controller, facts)
+    _draw_loss(loss_axes, controller, facts)
+    # About as many characters as fit the width at the title's font size.
+    lines = _decision(controller, facts).split("\n")
+    width = int(figsize[0] * 11)
+    lr_axes.set_title(
+        "\n".join(textwrap.fill(line, width) for line in lines),
+        loc="left",
+        fontsize="medium",
+    )
+    if title is not None:
+        figure.suptitle(title, fontweight="bold")
+    if path is not None:
+        figure.savefig(path)
+    return figure
+
+
+@dataclasses.dataclass(frozen=True)
+class _Facts:
+    """What the figure shows, derived once from the controller."""
+
+    event: dict[str, Any] | None  # The switch, None while in warmup.
+    now: int  # End of the warmup data: the switch step, or the steps run.
+    minimum_lr: float | None
+    minimum_step: float | None  # Warmup step at which the ramp LR was it.
+    posterior: Posterior | None  # Of the warmup losses, x = 1 at `now`.
+
+    @classmethod
+    def of(cls, ctl: AutoLRController) -> _Facts:
+        events = ctl.events
+        event = events[-1] if events else None
+        now = ctl.switch_step if event else ctl.steps
+        minimum_lr = event["minimum_lr"] if event else ctl.minimum_lr
+        minimum_step = None
+        if minimum_lr is not None and now > 0:
+            # The ramp is increasing: read the step off it by interpolation
+            # (exact in log LR for the exponential ramp).
+            steps = np.linspace(0.0, now, _GRID_POINTS)
+            ramp = schedules.ramp(
+                ctl.warmup, steps, ctl.min_lr, ctl.max_lr, ctl.ramp_steps
+            )
+            minimum_step = float(
+                np.interp(np.log(minimum_lr), np.log(ramp), steps)
+            )
+        centers, means, counts = ctl.loss_bins()
+        warm = np.isfinite(means) & (centers < now)
+        posterior = None
+        if np.count_nonzero(warm) >= 3:
+            posterior = ctl.detector.posterior(
+                centers[warm] / now, means[warm], counts[warm]
+            )
+        return cls(event, now, minimum_lr, minimum_step, posterior)
+
+
+def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
+    total, done, switch = ctl.total_steps, ctl.steps, ctl.switch_step
+    grid = np.concatenate(
+        [
+            np.linspace(0, total - 1, _GRID_POINTS).round(),
+            [switch - 1, switch, done - 1, done],
+        ]
+    )
+    grid = np.unique(grid[(grid >= 0) & (grid < total)])
+    lr = ctl.lr_at(grid)
+    ax.axvspan(
+        0,
+        switch if facts.event else done,
+        color="C1",
+        alpha=0.1,
+        lw=0,
+        label="warmup" if facts.event else "warmup so far",
+    )
+    run = grid < done
+    # The roll-back is drawn on its own: the line breaks at the switch.
+    for part in (grid < switch, grid >= switch):
+        ax.plot(grid[part & run], lr[part & run], color="C0", lw=2)
+        plan = part & (grid >= done - 1)
+        ax.plot(grid[plan], lr[plan], color="C0", lw=1.2, ls="--")
+    ax.plot([], [], color="C0", lw=2, label="learning rate of each step")
+    if done < total:
+        planned = "planned" if facts.event else "planned if the cap comes first"
+        ax.plot([], [], color="C0", lw=1.2, ls="--", label=planned)
+    if facts.minimum_step is not None:
+        ax.plot(
+            facts.minimum_step,
+            facts.minimum_lr,
+            "o",
+            ms=9,
+            mfc="white",
+            mec=_SWITCH,
+            mew=2,
+            zorder=5,
+            label=f"LR at the loss minimum{'' if facts.event else ' so far'}"
+            f": {_lr(facts.minimum_lr)} (step {facts.minimum_step:.0f})",
+        )
+    if facts.event:
+        before, peak = facts.event["lr_before"], facts.event["peak_lr"]
+        if facts.minimum_step is not None:
+            ax.plot(
+                [facts.minimum_step, switch],
+                [facts.minimum_lr] * 2,
+                color=_SWITCH,
+                lw=1,
+                ls=":",
+            )
+        ax.plot(
+            [switch, switch],
+            [before, peak],
+            color=_SWITCH,
+            lw=2,
+            label=f"switch at step {switch}: LR {_rolled(before, peak)} "
+            f"from {_lr(before)} to {_lr(peak)}",
+        )
+        ax.annotate(
+            "",
+            xy=(switch, peak),
+            xytext=(switch, before),
+            arrowprops={"arrowstyle": "-|>", "color": _SWITCH, "lw": 2},
+        )
+    ax.set_yscale("log")
+    # Room above the curve for the legend.
+    low = min(ctl.min_lr, ctl.peak_lr)  # A divergence can roll back lower.
+    ax.set_ylim(0.5 * low, 8.0 * float(np.max(lr)))
+    ax.set_ylabel("learning rate")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+
+
+def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
+    centers, means, counts = ctl.loss_bins()
+    finite = np.isfinite(means)
+    width = int(np.max(counts, initial=1))
+    ax.plot(
+        centers[finite],
+        means[finite],
+        color="0.4",
+        lw=0.8,
+        marker=".",
+        ms=3,
+        alpha=0.8,
+        label="training loss"
+        + (f" (mean of {width} steps)" if width > 1 else " of each step"),
+    )
+    post = facts.posterior
+    if post is not None:
+        steps = post.x * facts.now
+        ax.fill_between(
+            steps,
+            post.mean - 2 * post.std,
+            post.mean + 2 * post.std,
+            color="C1",
+            alpha=0.25,
+            lw=0,
+            label="GP posterior mean \u00b1 2 std",
+        )
+        ax.plot(steps, post.mean, color="C1", lw=2, label="GP posterior mean")
+        if facts.minimum_step is not None:
+            ax.plot(
+                facts.minimum_step,
+                np.interp(facts.minimum_step, steps, post.mean),
+                "o",
+                ms=9,
+                mfc="white",
+                mec=_SWITCH,
+                mew=2,
+                zorder=5,
+                label=f"smoothed loss minimum (step {facts.minimum_step:.0f})",
+            )
+    if facts.event:
+        reason = facts.event["reason"]
+        ax.axvline(
+            ctl.switch_step,
+            color=_SWITCH,
+            lw=1.2,
+            ls="--",
+            label=f"switch at step {ctl.switch_step} ({reason})",
+        )
+    elif ctl.steps:
+        ax.axvline(ctl.steps, color="0.3", lw=1, ls=":", label="now")
+    top = _loss_limits(ax, means[finite])
+    with np.errstate(invalid="ignore"):
+        above = means > top
+    for off, marker, label in (
+        (above, "^", "loss above the axis"),
+        (~finite, "x", "non-finite loss"),
+    ):
+        if np.any(off):
+            ax.plot(
+                centers[off],
+                np.full(np.count_nonzero(off), top),
+                marker,
+                color=_SWITCH,
+                clip_on=False,
+                label=label,
+            )
+    ax.set_xlim(0, ctl.total_steps)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+
+
+def _loss_limits(ax, values: np.ndarray) -> float:
+    """Keeps the warmup in view when a loss shoots up; returns the top.
+
+    When some loss is far above the start (the highest of the first 8
+    bins, as the controller measures the start), the axis stops just above
+    the start: an explosion would otherwise flatten the whole curve.
+    """
+    if values.size:
+        low, high = float(np.min(values)), float(np.max(values[:8]))
+        margin = 0.08 * max(high - low, 1e-12)
+        if float(np.max(values)) > high + 2 * margin:
+            ax.set_ylim(low - margin, high + margin)
+    return ax.get_ylim()[1]
+
+
+def _decision(ctl: AutoLRController, facts: _Facts) -> str:
+    """The decision in words, on two lines."""
+    minimum = facts.minimum_lr
+    at_minimum = "" if minimum is None else f"LR {_lr(minimum)}"
+    decay = f"{_DECAYS[ctl.decay]} to 0 at step {ctl.total_steps}"
+    if facts.event is None:
+        first = (
+            f"AutoLR: warmup in progress at step {ctl.steps} of "
+            f"{ctl.total_steps} (LR {_lr(ctl.lr)}); no loss minimum "
+            "detected yet"
+        )
+        second = (
+            f"smoothed loss minimum so far at {at_minimum}; " if minimum else ""
+        ) + (
+            f"without a detection, warmup ends at the cap (step "
+            f"{ctl.switch_step}), then {decay}"
+        )
+        return f"{first}\n{second}"
+    step, reason = facts.event["step"], facts.event["reason"]
+    before, peak = facts.event["lr_before"], facts.event["peak_lr"]
+    first = {
+        "minimum": f"AutoLR: loss minimum at {at_minimum} detected at step "
+        f"{step}",
+        "explosion": f"AutoLR: loss rose back to its starting level at step "
+        f"{step}; loss minimum at {at_minimum}",
+        "divergence": f"AutoLR: non-finite loss at step {step - 1}",
+        "cap": f"AutoLR: warmup cap reached at step {step}",
+    }.get(reason, f"AutoLR: warmup ended at step {step} ({reason})")
+    if minimum is not None and reason in ("divergence", "cap"):
+        first += f"; smoothed loss minimum at {at_minimum}"
+    second = (
+        f"LR {_rolled(before, peak)} from {_lr(before)} to {_lr(peak)}, {decay}"
+    )
+    return f"{first}\n{second}"
+
+
+def _as_controller(run: Any) -> AutoLRController:
+    if isinstance(run, AutoLRController):
+        return run
+    if isinstance(run, dict):
+        return AutoLRController.from_state(run)
+    if isinstance(run, str | os.PathLike):
+        with open(run) as f:
+            return AutoLRController.from_state(json.load(f))
+    controller = getattr(run, "controller", False)
+    if isinstance(controller, AutoLRController):
+        return controller
+    if controller is None:
+        raise ValueError(
+            "Argument `run` is an AutoLR callback that has not trained yet. "
+            "Plot it after `model.fit(..., callbacks=[autolr])`."
+        )
+    raise ValueError(
+        "Argument `run` must be an AutoLR callback, an AutoLRController, a "
+        "state dict from `get_state()` or the path of a saved state file. "
+        f"Received: run={run!r}"
+    )
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "keras_autolr.plot needs matplotlib. Install it with "
+            "`pip install keras-autolr[plot]` (or `pip install matplotlib`)."
+        ) from error
+    return Figure, FigureCanvasAgg
+
+
+def _is_positive(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _rolled(before: float, peak: float) -> str:
+    # The peak is usually below the LR reached, but the LR at the minimum
+    # can be one step ahead of it.
+    return "rolled back" if peak <= before else "raised"
+
+
+def _lr(value: float) -> str:
+    """`0.0312` as `3.1e-2`: short, and comparable at a glance."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"

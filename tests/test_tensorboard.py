@@ -1,0 +1,137 @@
+"""What TensorBoard and CSVLogger record of AutoLR's logs.
+
+AutoLR adds `learning_rate` (the LR of the last step run) and `autolr_phase`
+to the logs of the callbacks after it. Keras's `TensorBoard` writes batch
+logs as `batch_<name>` at its own batch counter, which counts calls, i.e.
+chunks of `steps_per_execution` steps: point `k` (from 1) is the LR of step
+`k * steps_per_execution - 1`. At epoch end TensorBoard replaces
+`learning_rate` by the optimizer's `learning_rate`, which is the LR of the
+next step. `CSVLogger` writes the epoch logs as they are.
+"""
+
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from keras_autolr import AutoLR  # noqa: E402
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 8
+
+
+def require(name):
+    """Skips the test without package `name`, except in CI, which installs
+    the `test` extra: there a missing package fails the test."""
+    if importlib.util.find_spec(name) is None:
+        message = f"`{name}` is not installed (it is in the `test` extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", params=[1, 4], ids=lambda n: f"chunk{n}")
+def run(request, tmp_path_factory):
+    """A 24-step fit logged by TensorBoard and CSVLogger after AutoLR."""
+    # keras.callbacks.TensorBoard writes through the `tensorboard` package,
+    # which tensorflow-cpu does not install.
+    require("tensorboard")
+    from support import digits
+
+    log_dir = tmp_path_factory.mktemp("logs")
+    x, y = digits(32 * STEPS_PER_EPOCH)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=request.param,
+    )
+    autolr = AutoLR(verbose=0)
+    model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[
+            autolr,
+            keras.callbacks.TensorBoard(log_dir, update_freq=1),
+            keras.callbacks.CSVLogger(log_dir / "log.csv"),
+        ],
+    )
+    return autolr.controller, request.param, log_dir
+
+
+def read_scalars(directory):
+    """`{tag: {step: value}}` of the scalars in the event files there."""
+    scalars = {}
+    for name in sorted(os.listdir(directory)):
+        if not name.startswith("events.out.tfevents."):
+            continue
+        path = os.path.join(directory, name)
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    scalars.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor)
+                    )
+    return scalars
+
+
+def test_tensorboard_batch_scalars_are_the_lr_of_each_step(run):
+    ctl, chunk, log_dir = run
+    scalars = read_scalars(log_dir / "train")
+    lr, phase = scalars["batch_learning_rate"], scalars["batch_autolr_phase"]
+    points = np.arange(1, EPOCHS * STEPS_PER_EPOCH // chunk + 1)
+    assert sorted(lr) == sorted(phase) == points.tolist()
+    last_steps = points * chunk - 1
+    np.testing.assert_allclose(
+        [lr[k] for k in points], ctl.lr_at(last_steps), rtol=1e-6
+    )
+    expected_phase = (last_steps >= ctl.switch_step).astype(float)
+    np.testing.assert_array_equal([phase[k] for k in points], expected_phase)
+    assert set(expected_phase) == {0.0, 1.0}  # Both phases were logged.
+
+
+def test_tensorboard_epoch_scalars(run):
+    ctl, _, log_dir = run
+    scalars = read_scalars(log_dir / "train")
+    epochs = np.arange(EPOCHS)
+    ends = (epochs + 1) * STEPS_PER_EPOCH
+    assert sorted(scalars["epoch_autolr_phase"]) == epochs.tolist()
+    np.testing.assert_array_equal(
+        [scalars["epoch_autolr_phase"][e] for e in epochs],
+        (ends - 1 >= ctl.switch_step).astype(float),
+    )
+    # TensorBoard's own value: the optimizer's LR, i.e. of the next step
+    # (computed in float32 in the graph), 0 after the last epoch.
+    np.testing.assert_allclose(
+        [scalars["epoch_learning_rate"][e] for e in epochs],
+        ctl.lr_at(ends),
+        rtol=1e-5,
+        atol=1e-12,
+    )
+
+
+def test_csv_logger_columns_are_the_lr_of_the_last_step(run):
+    ctl, _, log_dir = run
+    with open(log_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS))
+    last_steps = np.arange(1, EPOCHS + 1) * STEPS_PER_EPOCH - 1
+    np.testing.assert_allclose(
+        [float(row["learning_rate"]) for row in rows],
+        ctl.lr_at(last_steps),
+        rtol=1e-12,
+    )
+    assert [int(row["autolr_phase"]) for row in rows] == (
+        (last_steps >= ctl.switch_step).astype(int).tolist()
+    )
