@@ -442,10 +442,6 @@ class AutoLRController:
         # noise on the initial plateau is not the minimum of the LR curve.
         progress = _progress(means)
         made_progress = progress is not None and progress.clear
-        if progress is not None:
-            # Losses far above the start (an explosion to 1e4, say) would
-            # dominate the GP's scale; what matters is that they are high.
-            means = np.minimum(means, progress.start + 10 * progress.noise)
         detection = self.detector.test(x, means, counts, key=self._num_checks)
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
@@ -479,8 +475,10 @@ class AutoLRController:
         ):
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
-            # would let the LR grow further into that regime.
-            self._switch("explosion", peak_lr, effective)
+            # would let the LR grow further into that regime. The loss was
+            # still falling fast right up to the cliff, so the smoothed
+            # minimum sits at its edge: land at half of it.
+            self._switch("explosion", 0.5 * peak_lr, effective)
         elif peak_lr != self._peak_lr:
             # Provisional: if the cap comes first, warmup ends at the LR of
             # the smoothed minimum rather than at the overshoot.
