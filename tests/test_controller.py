@@ -266,8 +266,10 @@ def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
     (event,) = ctl.events
     assert event["reason"] == "explosion"
     first_bad = int(np.argmax(used >= 0.05))
-    # Caught at the first test after the jump: at most 5 steps later.
-    assert first_bad < event["step"] <= first_bad + 5
+    # Caught once the jump has lasted long enough not to be a one-batch
+    # spike (the despiking median needs 4 of 7 bins), at the next test:
+    # well before `patience=10` tests would have ended warmup.
+    assert first_bad < event["step"] <= first_bad + 12
     assert ctl.peak_lr < 0.05
 
 
