@@ -343,15 +343,22 @@ class AutoLRController:
             step,
             switch_step=self._switch_step,
             peak_lr=self._peak_lr,
-            warmup=self.warmup,
-            decay_kind=self.decay,
-            min_lr=self.min_lr,
-            max_lr=self.max_lr,
-            ramp_steps=self.ramp_steps,
-            total_steps=self.total_steps,
-            cooldown_steps=self.cooldown_steps,
             xp=xp,
+            **self.schedule_constants,
         )
+
+    @property
+    def schedule_constants(self) -> dict[str, Any]:
+        """The fixed arguments of `schedules.autolr` for this budget."""
+        return {
+            "warmup": self.warmup,
+            "decay_kind": self.decay,
+            "min_lr": self.min_lr,
+            "max_lr": self.max_lr,
+            "ramp_steps": float(self.ramp_steps),
+            "total_steps": float(self.total_steps),
+            "cooldown_steps": float(self.cooldown_steps),
+        }
 
     def loss_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Recorded losses as `(center_step, mean_loss, num_steps)` arrays."""

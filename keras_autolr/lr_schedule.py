@@ -67,18 +67,11 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.step_offset.assign(float(iterations) - self.controller.steps)
 
     def __call__(self, step):
-        ctl = self.controller
         step = ops.cast(step, "float32") - self.step_offset
         return schedules.autolr(
             step,
             switch_step=self.switch_step,
             peak_lr=self.peak_lr,
-            warmup=ctl.warmup,
-            decay_kind=ctl.decay,
-            min_lr=ctl.min_lr,
-            max_lr=ctl.max_lr,
-            ramp_steps=float(ctl.ramp_steps),
-            total_steps=float(ctl.total_steps),
-            cooldown_steps=float(ctl.cooldown_steps),
             xp=ops,
+            **self.controller.schedule_constants,
         )
