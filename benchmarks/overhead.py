@@ -231,12 +231,12 @@ def run_once(data, spe: int, autolr: bool, args) -> dict:
 
 def autolr_summary(ctl) -> dict:
     """How much work AutoLR did, and what it decided."""
-    events = ctl.events
+    event = ctl.switch_event
     return {
         "checks": int(ctl.get_state()["num_checks"]),
         "check_every": ctl.check_every,
         "switch_step": ctl.switch_step,
-        "switch_reason": events[0]["reason"] if events else None,
+        "switch_reason": event["reason"] if event else None,
         "peak_lr": ctl.peak_lr,
     }
 

@@ -463,8 +463,7 @@ def _schedulefree_to_x(model, optimizer):
 def autolr_record(autolr, steps_per_epoch):
     """The switch decision of an `AutoLR` run."""
     ctl = autolr.controller
-    events = ctl.events
-    event = events[-1] if events else {}
+    event = ctl.switch_event or {}
     return {
         "autolr_switch_step": event.get("step"),
         "autolr_switch_epoch": (

@@ -61,7 +61,7 @@ def main():
     )
 
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    event = autolr.controller.events[-1]
+    event = autolr.controller.switch_event
     print(f"Peak LR chosen by AutoLR: {event['peak_lr']:.3g}")
     print(f"Test accuracy: {accuracy:.4f}")
     if args.plot:

@@ -6,6 +6,7 @@ variables, written only when a decision changes. The optimizer evaluates the
 schedule in-graph every step.
 """
 
+import math
 import warnings
 
 import keras
@@ -15,11 +16,15 @@ from keras_autolr.controller import DECAY, AutoLRController
 from keras_autolr.lr_schedule import AutoLRSchedule
 from keras_autolr.snapshot import WeightSnapshot, all_finite
 
+# At most this many tests between two weight copies while the loss falls.
+_SNAPSHOT_CHECKS = 4
+
 _CONTROLLER_OPTIONS = (
     "min_lr",
     "max_lr",
     "max_warmup_fraction",
     "warmup",
+    "fast_start",
     "decay",
     "cooldown_fraction",
     "patience",
@@ -66,20 +71,22 @@ class AutoLR(keras.callbacks.Callback):
             `fit(initial_epoch=k)`), continues from the state after epoch
             `k` with the same decisions. Defaults to `None`: state kept in
             memory only.
-        restore_weights: during warmup, keep a host copy of the weights and
-            optimizer state whenever a test or an epoch ends at the lowest
-            loss so far, and put it back when warmup ends: the overshoot
-            past the minimum can damage a network (LAMB's loss often sits on
-            a cliff edge there) and rolling back the LR alone does not undo
-            that. Costs one copy of the model and optimizer state in host
-            memory during warmup, and one device-to-host copy per new
+        restore_weights: keep a host copy of the weights and optimizer
+            state from when the loss was at its lowest, and put it back
+            when warmup ends (the overshoot past the minimum can damage a
+            network, and rolling back the LR alone does not undo that) and
+            when the loss blows up during decay (the decay then restarts at
+            half the LR). Costs one copy of the model and optimizer state
+            in host memory, and a device-to-host copy at most every few
+            tests during warmup and at the end of each epoch at a new
             lowest loss. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
-            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
-            `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
-            `max_bins`, `seed`. `bin_steps` defaults to the model's
-            `steps_per_execution`; give both runs the same `bin_steps` to
-            get identical decisions at different `steps_per_execution`.
+            `max_warmup_fraction`, `warmup`, `fast_start`, `decay`,
+            `cooldown_fraction`, `patience`, `num_tests`, `confidence`,
+            `peak_fraction`, `bin_steps`, `min_bins`, `max_bins`, `seed`.
+            `bin_steps` defaults to the model's `steps_per_execution`; give
+            both runs the same `bin_steps` to get identical decisions at
+            different `steps_per_execution`.
 
     Logs: adds `learning_rate` (the LR of the last step run) and
     `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
@@ -207,6 +214,7 @@ class AutoLR(keras.callbacks.Callback):
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
         self._snapshot = WeightSnapshot(self.model)
+        self._snapshot_checks = 0
         self._install()
         self._resume_pending = True
 
@@ -231,25 +239,33 @@ class AutoLR(keras.callbacks.Callback):
         ctl = self.controller
         was_warmup = ctl.phase != DECAY
         checks = ctl.num_checks
+        revision = ctl.revision
         # Keras logs the running mean of the epoch: recover the mean of the
         # steps run since the last call (one step, or one chunk of
         # `steps_per_execution` steps).
         steps = batch + 1
         total = float(logs[self.monitor]) * steps
         chunk = steps - self._epoch_steps
-        ctl.update((total - self._epoch_total) / chunk, num_steps=chunk)
+        if math.isfinite(self._epoch_total):
+            ctl.update((total - self._epoch_total) / chunk, num_steps=chunk)
+        else:
+            # A non-finite loss earlier in the epoch poisoned the running
+            # mean until the epoch ends: these steps' losses are unknown.
+            ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
         self.schedule.sync()
         self._add_logs(logs)
         if was_warmup and ctl.phase == DECAY:
             self._on_switch()
+        elif not was_warmup and ctl.revision != revision:
+            self._on_rescue()
         elif self.restore_weights and ctl.num_checks != checks:
-            self._keep_weights()
+            self._keep_weights(at_check=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             self._add_logs(logs)
-        if self.restore_weights and self.controller.phase != DECAY:
+        if self.restore_weights:
             self._keep_weights()
         if self._store is not None:
             self._store.save(epoch + 1, self.controller.get_state())
@@ -305,13 +321,25 @@ class AutoLR(keras.callbacks.Callback):
         self.schedule.sync(force=True)
         self.schedule.align(int(self._optimizer.iterations.numpy()))
 
-    def _keep_weights(self):
-        if self.controller.at_lowest_loss():
-            self._snapshot.take(self.controller.steps)
+    def _keep_weights(self, at_check=False):
+        """Copies the weights if the loss is at its lowest.
+
+        At a test, only when the detector sees the minimum coming (its
+        probability is at least 0.5) or the copy is `_SNAPSHOT_CHECKS`
+        tests old: a copy at every test of a steadily falling loss would
+        cost more than the tests themselves.
+        """
+        ctl = self.controller
+        if at_check and self._snapshot.taken:
+            fresh = ctl.num_checks - self._snapshot_checks < _SNAPSHOT_CHECKS
+            if fresh and (ctl.last_probability or 0.0) < 0.5:
+                return
+        if ctl.at_lowest_loss() and self._snapshot.take(ctl.steps):
+            self._snapshot_checks = ctl.num_checks
 
     def _on_switch(self):
         ctl = self.controller
-        event = ctl.events[-1]
+        event = ctl.switch_event
         if self.restore_weights:
             # Weights that produced a non-finite loss are not worth keeping.
             if self._snapshot.taken:
@@ -332,9 +360,34 @@ class AutoLR(keras.callbacks.Callback):
                     RuntimeWarning,
                     stacklevel=3,
                 )
-        self._snapshot.release()
         if self.verbose:
             self._print_switch()
+
+    def _on_rescue(self):
+        """The loss blew up during decay: the controller restarted the
+        decay at half the LR; put back the weights of the lowest loss."""
+        event = self.controller.events[-1]
+        restored = self.restore_weights and self._snapshot.taken
+        if restored:
+            self._snapshot.restore()
+            warnings.warn(
+                f"AutoLR: restored the weights and optimizer state kept at "
+                f"step {self._snapshot.step} (lowest loss) after the loss "
+                f"blew up at step {event['step'] - 1}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if self.verbose:
+            print(
+                f"AutoLR: loss blew up during decay at step "
+                f"{event['step'] - 1} ({event['reason']}); decay restarts at "
+                f"LR {event['peak_lr']:.3g}"
+                + (
+                    f" from the weights of step {self._snapshot.step}."
+                    if restored
+                    else "."
+                )
+            )
 
     def _install(self):
         """Makes the optimizer evaluate the AutoLR schedule in-graph."""
@@ -391,7 +444,7 @@ class AutoLR(keras.callbacks.Callback):
             "divergence": "loss became non-finite",
             "explosion": "loss rose back to its starting level",
             "cap": "warmup cap reached",
-        }[ctl.events[-1]["reason"]]
+        }[ctl.switch_event["reason"]]
         lr_min = ctl.minimum_lr
         lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
         print(

@@ -33,14 +33,17 @@ from keras_autolr.detector import MinimumDetector
 
 WARMUP = "warmup"
 DECAY = "decay"
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2
 
 
 class AutoLRController:
     """Adaptive warmup (AutoWU) and decay to zero over `total_steps` steps.
 
     Warmup starts at `min_lr` and grows the LR every step so that it would
-    reach `max_lr` at the cap, `max_warmup_fraction * total_steps`. Every
+    reach `max_lr` at the cap, `max_warmup_fraction * total_steps`; with
+    `fast_start > 1` it grows that many times faster until the loss starts
+    to fall (an LR too small to move the loss teaches nothing, neither to
+    the network nor to the detector). Every
     `check_every` steps a Gaussian-process test asks whether the loss has
     passed its minimum; after `patience` consecutive "yes" the LR rolls back
     to the LR at the smoothed loss minimum and decays from there to 0 at
@@ -57,6 +60,13 @@ class AutoLRController:
             (0, 1]. Defaults to `0.5`.
         warmup: `"exponential"` (geometric growth) or `"linear"`.
             Defaults to `"exponential"`.
+        fast_start: speed-up of the ramp until the first test that sees the
+            loss falling (its median over the last 8 bins more than 3 noise
+            standard deviations below the first 8), `>= 1`; `1` is the
+            AutoWU ramp. Defaults to `1.0`: in the quality benchmark `3.0`
+            shortened warmup by a quarter and helped AdamP at batch 2048,
+            but left too few steps to see the minimum at batch 8192 and
+            overshot with LAMB (`benchmarks/README.md`).
         decay: `"cosine"` (from the peak to 0) or `"constant_cosine"` (the
             peak held, then cosine over the last `cooldown_fraction` of the
             budget, as the AutoWU reference). Defaults to `"cosine"`.
@@ -99,6 +109,7 @@ class AutoLRController:
         max_lr: float = 1.0,
         max_warmup_fraction: float = 0.5,
         warmup: str = "exponential",
+        fast_start: float = 1.0,
         decay: str = "cosine",
         cooldown_fraction: float = 0.2,
         check_every: int | None = None,
@@ -121,6 +132,7 @@ class AutoLRController:
             )
         _check_float("max_warmup_fraction", max_warmup_fraction, 0.0, 1.0, True)
         _check_choice("warmup", warmup, schedules.WARMUPS)
+        _check_float("fast_start", fast_start, 1.0)
         _check_choice("decay", decay, schedules.DECAYS)
         _check_float("cooldown_fraction", cooldown_fraction, 0.0, 1.0, True)
         _check_float("peak_fraction", peak_fraction, 0.0, 1.0, True)
@@ -147,6 +159,7 @@ class AutoLRController:
         self.max_lr = float(max_lr)
         self.max_warmup_fraction = float(max_warmup_fraction)
         self.warmup = warmup
+        self.fast_start = float(fast_start)
         self.decay = decay
         self.cooldown_fraction = float(cooldown_fraction)
         self.check_every = int(check_every)
@@ -173,6 +186,7 @@ class AutoLRController:
             "max_lr": self.max_lr,
             "max_warmup_fraction": self.max_warmup_fraction,
             "warmup": self.warmup,
+            "fast_start": self.fast_start,
             "decay": self.decay,
             "cooldown_fraction": self.cooldown_fraction,
             "check_every": self.check_every,
@@ -189,6 +203,7 @@ class AutoLRController:
     def _reset(self) -> None:
         self._steps = 0
         self._switch_step = self.ramp_steps
+        self._slow_step: int | None = None
         self._peak_lr = self.max_lr
         self._minimum_lr: float | None = None
         self._bin_width = self.bin_steps
@@ -214,6 +229,7 @@ class AutoLRController:
             "config": self.get_config(),
             "steps": self._steps,
             "switch_step": self._switch_step,
+            "slow_step": self._slow_step,
             "peak_lr": self._peak_lr,
             "minimum_lr": self._minimum_lr,
             "bin_width": self._bin_width,
@@ -266,6 +282,7 @@ class AutoLRController:
             )
         self._steps = int(state["steps"])
         self._switch_step = int(state["switch_step"])
+        self._slow_step = state["slow_step"]
         self._peak_lr = float(state["peak_lr"])
         self._minimum_lr = state["minimum_lr"]
         self._bin_width = int(state["bin_width"])
@@ -297,6 +314,17 @@ class AutoLRController:
     def switch_step(self) -> int:
         """First step of the decay (the warmup cap until a decision)."""
         return self._switch_step
+
+    @property
+    def slow_step(self) -> int | None:
+        """Step from which the ramp runs at its normal speed, once known."""
+        return self._slow_step
+
+    @property
+    def switch_event(self) -> dict[str, Any] | None:
+        """The event that ended warmup, once it has."""
+        switches = [e for e in self._events if e["event"] == "switch"]
+        return dict(switches[0]) if switches else None
 
     @property
     def peak_lr(self) -> float:
@@ -333,19 +361,57 @@ class AutoLRController:
         """Mean past-minimum probability of the latest test, if any."""
         return self._last_probability
 
+    @property
+    def rescues(self) -> list[dict[str, Any]]:
+        """Decay restarts after the loss blew up during decay, in order."""
+        return [dict(e) for e in self._events if e["event"] == "rescue"]
+
+    @property
+    def decay_start(self) -> int:
+        """First step of the current decay: the switch, or the last rescue."""
+        segments = self._decay_segments()
+        return segments[-1][0]
+
+    @property
+    def decay_peak_lr(self) -> float:
+        """LR at `decay_start`: `peak_lr`, or halved by each rescue."""
+        return self._decay_segments()[-1][1]
+
+    def _decay_segments(self) -> list[tuple[int, float]]:
+        """`(start, peak)` of the first decay and of every restart."""
+        return [(self._switch_step, self._peak_lr)] + [
+            (e["step"], e["peak_lr"])
+            for e in self._events
+            if e["event"] == "rescue"
+        ]
+
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
         if np.ndim(step) == 0:
             step, xp = float(step), schedules.SCALAR
         else:
             step, xp = np.asarray(step, dtype=np.float64), np
-        return schedules.autolr(
+        segments = self._decay_segments()
+        lr = schedules.autolr(
             step,
             switch_step=self._switch_step,
             peak_lr=self._peak_lr,
+            slow_step=self.slow_step_value,
             xp=xp,
             **self.schedule_constants,
         )
+        for start, peak in segments[1:]:
+            restarted = schedules.decay(
+                self.decay,
+                xp.minimum(step, self.total_steps),
+                peak,
+                start,
+                self.total_steps,
+                self.cooldown_steps,
+                xp=xp,
+            )
+            lr = xp.where(step >= start, restarted, lr)
+        return lr
 
     @property
     def schedule_constants(self) -> dict[str, Any]:
@@ -358,7 +424,26 @@ class AutoLRController:
             "ramp_steps": float(self.ramp_steps),
             "total_steps": float(self.total_steps),
             "cooldown_steps": float(self.cooldown_steps),
+            "fast_start": self.fast_start,
         }
+
+    @property
+    def slow_step_value(self) -> int:
+        """`slow_step` as a step number: `total_steps` while unknown."""
+        return self.total_steps if self._slow_step is None else self._slow_step
+
+    def ramp_lr_at(self, step: Any) -> Any:
+        """LR of ramp step(s) `step` (whether or not warmup ended there)."""
+        return schedules.warmup_lr(
+            self.warmup,
+            step,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp_steps=float(self.ramp_steps),
+            slow_step=self.slow_step_value,
+            fast_start=self.fast_start,
+            xp=np if np.ndim(step) else schedules.SCALAR,
+        )
 
     def loss_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Recorded losses as `(center_step, mean_loss, num_steps)` arrays."""
@@ -388,7 +473,19 @@ class AutoLRController:
             The LR of the next step.
         """
         _check_int("num_steps", num_steps, 1)
-        loss = float(loss)
+        return self._advance(float(loss), num_steps, known=True)
+
+    def skip(self, num_steps: int = 1) -> float:
+        """Advances over `num_steps` steps whose loss is unknown.
+
+        They are recorded as missing (left out of every test) and trigger
+        no decision, except the end of warmup at the cap. Returns the LR
+        of the next step.
+        """
+        _check_int("num_steps", num_steps, 1)
+        return self._advance(math.nan, num_steps, known=False)
+
+    def _advance(self, loss: float, num_steps: int, known: bool) -> float:
         was_warmup = self.phase == WARMUP
         first_step = self._steps
         chunk_end = first_step + num_steps
@@ -401,12 +498,16 @@ class AutoLRController:
             self._steps += take
             if self._steps == bin_end:
                 check_due |= self._close_bin()
-        if self.phase == WARMUP and not math.isfinite(loss):
+        if not known:
+            pass
+        elif self.phase == WARMUP and not math.isfinite(loss):
             self._diverged(loss, first_step)
         elif check_due and was_warmup and chunk_end <= self._switch_step:
             # One test per update, on everything recorded so far; the
             # decision takes effect at the first step not yet run.
             self._check(len(self._bin_sums) * self._bin_width, chunk_end)
+        elif not was_warmup and (check_due or not math.isfinite(loss)):
+            self._guard(loss)
         if was_warmup and self.phase == DECAY and not self._events:
             self._events.append(
                 {
@@ -449,6 +550,13 @@ class AutoLRController:
         # noise on the initial plateau is not the minimum of the LR curve.
         progress = _progress(means)
         made_progress = progress is not None and progress.clear
+        if (
+            self._slow_step is None
+            and progress is not None
+            and (progress.moving)
+        ):
+            self._slow_step = effective
+            self._revision += 1
         detection = self.detector.test(x, means, counts, key=self._num_checks)
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
@@ -457,19 +565,10 @@ class AutoLRController:
             if detection.past_minimum and made_progress
             else 0
         )
-        lrs = schedules.lr_at_fraction(
-            self.warmup,
-            np.asarray(detection.minimum_x),
-            now,
-            self.min_lr,
-            self.max_lr,
-            self.ramp_steps,
-        )
+        lrs = self.ramp_lr_at(np.asarray(detection.minimum_x) * now)
         # A minimum at "now" maps to the LR of the step not yet run: cap it
         # at the LR of the last step run.
-        last = schedules.ramp(
-            self.warmup, now - 1, self.min_lr, self.max_lr, self.ramp_steps
-        )
+        last = self.ramp_lr_at(float(now - 1))
         self._minimum_lr = float(np.mean(np.minimum(lrs, last)))
         peak_lr = self.peak_fraction * self._minimum_lr
         recent = np.isfinite(means) & (centers > now - self.check_every)
@@ -519,6 +618,61 @@ class AutoLRController:
             stacklevel=3,
         )
         self._switch("divergence", safe, now)
+
+    def _guard(self, loss: float) -> None:
+        """During decay: restart it at half the LR if the loss blew up.
+
+        A non-finite loss, or a loss back half of the way up from its
+        lowest to its starting level (a healthy decay never climbs that
+        far), means the LR is too high for the long run even though the
+        warmup's loss curve tolerated it. The decay restarts now, from half
+        the LR of the last step run; the Keras callback also puts back the
+        weights kept at the lowest loss.
+        """
+        now = self._steps
+        if now >= self.total_steps:
+            return  # Nothing left to rescue.
+        lr_before = float(self.lr_at(now - 1))
+        if not math.isfinite(loss):
+            reason = "divergence"
+        else:
+            centers, means, counts = self.loss_bins()
+            progress = _progress(means)
+            since = max(now - self.check_every, self.decay_start)
+            recent = np.isfinite(means) & (centers > since)
+            if (
+                progress is None
+                or not progress.clear
+                or not np.any(recent)
+                or not progress.lost(
+                    np.average(means[recent], weights=counts[recent]),
+                    fraction=0.5,
+                )
+            ):
+                return
+            reason = "explosion"
+        peak = 0.5 * lr_before
+        self._revision += 1
+        self._events.append(
+            {
+                "step": now,
+                "event": "rescue",
+                "reason": reason,
+                "lr_before": lr_before,
+                "peak_lr": peak,
+                "loss": _to_json(loss),
+            }
+        )
+        what = {
+            "divergence": "became non-finite",
+            "explosion": "climbed back halfway to its starting level",
+        }[reason]
+        warnings.warn(
+            f"AutoLR: the loss {what} during decay (step {now - 1}, LR "
+            f"{lr_before:.4g}); the decay restarts at LR {peak:.4g}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def at_lowest_loss(self) -> bool:
         """Whether the latest bin's loss is within noise of the lowest.
@@ -603,8 +757,17 @@ class _Progress:
     """How far warmup has brought the recorded loss."""
 
     start: float  # Median of the first 8 finite bins.
+    recent: float  # Median of the last 8 finite bins.
     lowest: float  # Lowest bin.
     noise: float  # Robust std of one bin, `_noise`.
+
+    @property
+    def moving(self) -> bool:
+        """The loss has started to fall: the median of the last 8 bins is
+        more than 3 noise standard deviations below that of the first 8
+        (medians of 8, so about 5 standard deviations of their
+        difference)."""
+        return self.start - self.recent > 3.0 * self.noise
 
     @property
     def clear(self) -> bool:
@@ -621,7 +784,10 @@ def _progress(means: np.ndarray) -> _Progress | None:
     if level.size < 8:
         return None
     return _Progress(
-        float(np.median(level[:8])), float(np.min(level)), _noise(level)
+        float(np.median(level[:8])),
+        float(np.median(level[-8:])),
+        float(np.min(level)),
+        _noise(level),
     )
 
 

@@ -108,7 +108,7 @@ def main(args):
         seed=args.seed,
     )
     ctl = autolr.controller
-    event = ctl.events[-1]
+    event = ctl.switch_event
     print(
         f"AutoLR decided: warmup {event['reason']} at step {event['step']} "
         f"of {ctl.total_steps}; peak LR {event['peak_lr']:.3g} "

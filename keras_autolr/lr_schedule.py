@@ -1,10 +1,11 @@
 """The in-graph form of the AutoLR schedule, evaluated every optimizer step.
 
 The ramp and the decay are computed on the device from the optimizer's step
-counter and three variables (switch step, peak LR, step offset). The host
-writes those variables only when the controller changes a decision, so the
-LR follows the schedule step by step inside a `steps_per_execution` chunk,
-under `tf.distribute` strategies and XLA, with no host op in the train step.
+counter and a few variables (where the ramp and the decay start, how fast the
+ramp grows, the peak LR, the step offset). The host writes those variables
+only when the controller changes a decision, so the LR follows the schedule
+step by step inside a `steps_per_execution` chunk, under `tf.distribute`
+strategies and XLA, with no host op in the train step.
 """
 
 import keras
@@ -39,6 +40,12 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.switch_step = keras.Variable(
             0.0, dtype="float32", trainable=False, name="autolr_switch_step"
         )
+        self.slow_step = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="autolr_slow_step"
+        )
+        self.decay_start = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="autolr_decay_start"
+        )
         self.peak_lr = keras.Variable(
             0.0, dtype="float32", trainable=False, name="autolr_peak_lr"
         )
@@ -58,7 +65,10 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if ctl.revision == self._synced_revision and not force:
             return False
         self.switch_step.assign(float(ctl.switch_step))
-        self.peak_lr.assign(float(ctl.peak_lr))
+        self.slow_step.assign(float(ctl.slow_step_value))
+        # The current decay: the first one, or the restart after a rescue.
+        self.decay_start.assign(float(ctl.decay_start))
+        self.peak_lr.assign(float(ctl.decay_peak_lr))
         self._synced_revision = ctl.revision
         return True
 
@@ -72,6 +82,8 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             step,
             switch_step=self.switch_step,
             peak_lr=self.peak_lr,
+            slow_step=self.slow_step,
+            decay_start=self.decay_start,
             xp=ops,
             **self.controller.schedule_constants,
         )

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr import schedules
 from keras_autolr.controller import AutoLRController
 from keras_autolr.detector import Posterior
 
@@ -142,8 +141,7 @@ class _Facts:
 
     @classmethod
     def of(cls, ctl: AutoLRController) -> _Facts:
-        events = ctl.events
-        event = events[-1] if events else None
+        event = ctl.switch_event
         now = ctl.switch_step if event else ctl.steps
         minimum_lr = event["minimum_lr"] if event else ctl.minimum_lr
         minimum_step = None
@@ -151,9 +149,7 @@ class _Facts:
             # The ramp is increasing: read the step off it by interpolation
             # (exact in log LR for the exponential ramp).
             steps = np.linspace(0.0, now, _GRID_POINTS)
-            ramp = schedules.ramp(
-                ctl.warmup, steps, ctl.min_lr, ctl.max_lr, ctl.ramp_steps
-            )
+            ramp = ctl.ramp_lr_at(steps)
             minimum_step = float(
                 np.interp(np.log(minimum_lr), np.log(ramp), steps)
             )

@@ -126,6 +126,9 @@ def autolr(
     ramp_steps: float,
     total_steps: float,
     cooldown_steps: float,
+    slow_step: Any = math.inf,
+    fast_start: float = 1.0,
+    decay_start: Any = None,
     xp: Any = np,
 ) -> Any:
     """The whole AutoLR schedule: ramp before `switch_step`, decay from it.
@@ -133,28 +136,59 @@ def autolr(
     Before a decision is made `switch_step` is the warmup cap (`ramp_steps`)
     and `peak_lr` is `max_lr`, so that with no intervention the schedule
     ends warmup at the cap at the LR it has reached, as AutoWU does.
+
+    The ramp runs `fast_start` times faster before `slow_step`
+    (`warmup_lr`). The decay runs from `peak_lr` at `decay_start` (default:
+    `switch_step`) to 0 at `total_steps`. A decay restarted after a rescue
+    starts later than the switch; the steps between are not described by
+    this call.
     """
+    if decay_start is None:
+        decay_start = switch_step
     step = xp.minimum(step, total_steps)
-    warm = ramp(warmup, step, min_lr, max_lr, ramp_steps, xp=xp)
+    warm = warmup_lr(
+        warmup,
+        step,
+        min_lr=min_lr,
+        max_lr=max_lr,
+        ramp_steps=ramp_steps,
+        slow_step=slow_step,
+        fast_start=fast_start,
+        xp=xp,
+    )
     cool = decay(
-        decay_kind, step, peak_lr, switch_step, total_steps, cooldown_steps, xp
+        decay_kind, step, peak_lr, decay_start, total_steps, cooldown_steps, xp
     )
     return xp.where(step < switch_step, warm, cool)
 
 
-def lr_at_fraction(
+def ramp_position(
+    step: Any, slow_step: Any, fast_start: float, xp: Any = np
+) -> Any:
+    """How far along the ramp step `step` is, in ramp steps.
+
+    `fast_start` ramp steps per step before `slow_step`, then one per step:
+    the ramp runs faster while the LR is too small to move the loss.
+    """
+    before = xp.minimum(step, slow_step)
+    return fast_start * before + (step - before)
+
+
+def warmup_lr(
     kind: str,
-    x: Any,
-    now: float,
+    step: Any,
+    *,
     min_lr: float,
     max_lr: float,
     ramp_steps: float,
+    slow_step: Any,
+    fast_start: float,
     xp: Any = np,
 ) -> Any:
-    """Map normalised warmup time back to the LR in use then.
+    """LR of step `step` during warmup: the ramp at `ramp_position`.
 
-    `x = 0` is the start of warmup and `x = 1` is step `now`; the LR is the
-    ramp's at step `x * now`. For the exponential ramp this is geometric
-    interpolation between `min_lr` and the LR at `now`.
+    The position stops at `ramp_steps`, so the LR never exceeds `max_lr`.
     """
-    return ramp(kind, x * now, min_lr, max_lr, ramp_steps, xp=xp)
+    position = ramp_position(step, slow_step, fast_start, xp=xp)
+    position = xp.minimum(position, ramp_steps)
+    return ramp(kind, position, min_lr, max_lr, ramp_steps, xp=xp)

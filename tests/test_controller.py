@@ -16,13 +16,23 @@ def u_loss(lr, best=1e-2):
 
 
 def drive(ctl, loss_of_lr, steps, seed=0, noise=0.05):
-    """Runs `steps` steps; returns the LR used by each step."""
+    """Runs `steps` steps; returns the LR used by each step.
+
+    The loss is a function of the LR during warmup; in decay, training
+    keeps its progress: the loss stays at the lowest warmup loss.
+    """
     rng = np.random.default_rng(seed)
     used = []
     lr = ctl.lr
+    lowest = math.inf
     for _ in range(steps):
         used.append(lr)
-        lr = ctl.step(loss_of_lr(lr) + noise * rng.normal())
+        if ctl.phase == "warmup":
+            lowest = min(lowest, loss_of_lr(lr))
+            loss = loss_of_lr(lr)
+        else:
+            loss = lowest
+        lr = ctl.step(loss + noise * rng.normal())
     return np.asarray(used)
 
 
@@ -86,13 +96,16 @@ def test_state_round_trip_continues_identically(stop_at):
     for i in range(stop_at):
         losses[i] = u_loss(lr) + 0.05 * rng.normal()
         lr = ctl.step(losses[i])
+    assert ctl.phase == ("warmup" if stop_at == 150 else "decay")
     state = json.loads(json.dumps(ctl.get_state()))
     clone = AutoLRController(total_steps=600)
     clone.set_state(state)
     assert clone.get_state() == ctl.get_state()
     assert clone.lr == ctl.lr
     for _ in range(stop_at, 600):
-        loss = u_loss(lr) + 0.05 * rng.normal()
+        # Decay keeps the progress made (see `drive`).
+        level = u_loss(lr) if ctl.phase == "warmup" else 1.0
+        loss = level + 0.05 * rng.normal()
         lr = ctl.step(loss)
         assert clone.step(loss) == lr
     assert clone.get_state() == ctl.get_state()
@@ -119,7 +132,12 @@ def test_chunked_updates_decide_like_single_steps():
         # The LR of each step of the chunk comes from the in-graph schedule.
         chunk_lrs = chunked.lr_at(np.arange(start, start + 8))
         noises = noise[start : start + 8]
-        losses = [u_loss(v) + n for v, n in zip(chunk_lrs, noises, strict=True)]
+        # Decay keeps the progress made (see `drive`).
+        warm = chunked.phase == "warmup"
+        losses = [
+            (u_loss(v) if warm else 1.0) + n
+            for v, n in zip(chunk_lrs, noises, strict=True)
+        ]
         for loss in losses:
             lrs.append(lr)
             lr = single.step(loss)
@@ -142,6 +160,7 @@ def test_a_chunk_straddling_the_cap_does_not_rewrite_the_past():
     assert ctl.events[0]["reason"] == "cap"
 
 
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
 def test_memory_is_bounded_and_losses_conserved():
     ctl = AutoLRController(total_steps=100_000, max_bins=64)
     for i in range(5000):
@@ -168,8 +187,16 @@ def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
     assert event["step"] == ctl.switch_step == 301
     assert lr == ctl.peak_lr <= 0.5 * used[-1]
     assert math.isfinite(lr) and lr > 0
-    # Later non-finite losses change nothing and warn no more.
-    assert ctl.step(float("inf")) < lr
+    # A non-finite loss in decay restarts the decay at half the LR.
+    with pytest.warns(RuntimeWarning, match="non-finite during decay"):
+        later = ctl.step(float("inf"))
+    (rescue,) = ctl.rescues
+    assert rescue["reason"] == "divergence"
+    assert rescue["step"] == ctl.decay_start == 302
+    assert ctl.decay_peak_lr == pytest.approx(0.5 * lr)
+    assert later <= 0.5 * lr
+    # The past is not rewritten.
+    assert ctl.lr_at(301) == lr
 
 
 def test_reference_cadence_checks_once_per_epoch():
@@ -341,3 +368,66 @@ def test_one_bad_batch_does_not_end_warmup():
         lr = ctl.step(loss)
     (event,) = ctl.events
     assert event["reason"] == "cap"
+
+
+def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
+    ctl = AutoLRController(total_steps=1000, check_every=10)
+    drive(ctl, u_loss, 500)
+    assert ctl.phase == "decay" and not ctl.rescues
+    before = ctl.lr_at(np.arange(1000))
+    start = float(np.median(ctl.loss_bins()[1][:8]))
+    # Back at the starting level: caught at the first test (step 510).
+    with pytest.warns(RuntimeWarning, match="halfway to its starting"):
+        for _ in range(10):
+            lr = ctl.step(start)
+    (rescue,) = ctl.rescues
+    assert rescue["reason"] == "explosion"
+    assert rescue["step"] == ctl.decay_start == 510
+    assert rescue["lr_before"] == before[509]
+    assert ctl.decay_peak_lr == pytest.approx(0.5 * before[509], rel=1e-12)
+    # Steps run keep their LR; the rest is a cosine from the new peak.
+    after = ctl.lr_at(np.arange(1000))
+    np.testing.assert_array_equal(after[:510], before[:510])
+    expected = schedules.cosine_decay(
+        np.arange(510, 1000.0), 0.5 * before[509], 510.0, 1000.0
+    )
+    np.testing.assert_allclose(after[510:], expected, rtol=1e-12)
+    assert lr == after[510]
+    # The next test sees only the steps since the rescue: no second one.
+    for _ in range(50):
+        ctl.step(1.0)
+    assert len(ctl.rescues) == 1
+    assert ctl.lr_at(1000) == 0.0
+    clone = AutoLRController.from_state(json.loads(json.dumps(ctl.get_state())))
+    np.testing.assert_array_equal(
+        clone.lr_at(np.arange(1001)), ctl.lr_at(np.arange(1001))
+    )
+
+
+def test_fast_start_runs_the_ramp_faster_until_the_loss_moves():
+    ctl = AutoLRController(total_steps=600, fast_start=3.0)
+    used = drive(ctl, u_loss, 600)
+    slow, switch = ctl.slow_step, ctl.switch_step
+    # The loss starts moving at LR ~1e-4 (0.3 above its floor at 1e-2,
+    # noise 0.05): caught within a few tests, long before the switch.
+    assert 8 <= slow < switch < 300
+    steps = np.arange(switch, dtype=np.float64)
+    position = np.where(steps < slow, 3.0 * steps, steps + 2.0 * slow)
+    ramp = schedules.exponential_ramp(position, 1e-5, 1.0, ctl.ramp_steps)
+    np.testing.assert_allclose(used[:switch], ramp, rtol=1e-12)
+    assert used[slow - 1] < 1e-3
+    assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
+
+
+def test_skipped_steps_advance_the_schedule_and_decide_nothing():
+    ctl = AutoLRController(total_steps=100, max_warmup_fraction=0.5)
+    ctl.update(1.0, num_steps=10)
+    lr = ctl.skip(num_steps=20)
+    assert ctl.steps == 30 and ctl.phase == "warmup" and not ctl.events
+    assert lr == ctl.lr_at(30)
+    _, means, counts = ctl.loss_bins()
+    assert np.isnan(means[10:]).all() and counts.sum() == 30
+    ctl.skip(num_steps=30)  # Crosses the cap at 50: warmup ends there.
+    assert ctl.switch_event["reason"] == "cap"
+    ctl.skip(num_steps=10)  # Unknown, not non-finite: no rescue.
+    assert not ctl.rescues

@@ -80,17 +80,60 @@ def test_autolr_joins_ramp_and_decay_at_the_switch(warmup, decay):
     assert np.all(np.diff(lr[:300]) > 0)
 
 
-def test_lr_at_fraction_is_geometric_interpolation():
-    now = 400.0
-    x = np.linspace(0, 1, 11)
-    lr = schedules.lr_at_fraction("exponential", x, now, 1e-5, 1.0, 1000.0)
-    current = schedules.exponential_ramp(now, 1e-5, 1.0, 1000.0)
-    np.testing.assert_allclose(lr, 1e-5 * (current / 1e-5) ** x, rtol=1e-12)
-    assert lr[0] == pytest.approx(1e-5)
-    assert lr[-1] == pytest.approx(current)
-    lin = schedules.lr_at_fraction("linear", x, now, 1e-3, 1.0, 1000.0)
-    current = schedules.linear_ramp(now, 1e-3, 1.0, 1000.0)
-    np.testing.assert_allclose(lin, 1e-3 + (current - 1e-3) * x, rtol=1e-12)
+@pytest.mark.parametrize("warmup", schedules.WARMUPS)
+def test_warmup_lr_runs_fast_until_the_slow_step(warmup):
+    kw = dict(min_lr=1e-5, max_lr=1.0, ramp_steps=1000.0)
+    steps = np.arange(0, 1001, dtype=np.float64)
+    lr = schedules.warmup_lr(
+        warmup, steps, slow_step=100.0, fast_start=3.0, **kw
+    )
+    ramp = schedules.ramp(warmup, steps, 1e-5, 1.0, 1000.0)
+    # Step s < 100 is at ramp step 3 s; from 100 on, at ramp step s + 200.
+    np.testing.assert_allclose(lr[:100], ramp[0:300:3], rtol=1e-12)
+    np.testing.assert_allclose(lr[100:801], ramp[300:1001], rtol=1e-12)
+    # The ramp stops at max_lr.
+    np.testing.assert_allclose(lr[800:], 1.0, rtol=1e-12)
+    plain = schedules.warmup_lr(
+        warmup, steps, slow_step=100.0, fast_start=1.0, **kw
+    )
+    np.testing.assert_array_equal(plain, ramp)
+
+
+def test_autolr_restarted_decay_and_fast_start():
+    kw = dict(
+        warmup="exponential",
+        decay_kind="cosine",
+        min_lr=1e-5,
+        max_lr=1.0,
+        ramp_steps=500.0,
+        total_steps=1000.0,
+        cooldown_steps=200.0,
+    )
+    steps = np.arange(0, 1001, dtype=np.float64)
+    lr = schedules.autolr(
+        steps,
+        switch_step=300.0,
+        peak_lr=0.01,
+        slow_step=50.0,
+        fast_start=2.0,
+        decay_start=600.0,
+        **kw,
+    )
+    warm = schedules.warmup_lr(
+        "exponential",
+        steps,
+        min_lr=1e-5,
+        max_lr=1.0,
+        ramp_steps=500.0,
+        slow_step=50.0,
+        fast_start=2.0,
+    )
+    np.testing.assert_array_equal(lr[:300], warm[:300])
+    # After the switch: the cosine that starts at `decay_start`.
+    np.testing.assert_allclose(lr[300:601], 0.01, rtol=1e-12)
+    dec = schedules.cosine_decay(steps, 0.01, 600.0, 1000.0)
+    np.testing.assert_array_equal(lr[600:], dec[600:])
+    assert lr[1000] == 0.0
 
 
 def test_unknown_kinds_are_refused():
