@@ -139,6 +139,12 @@ def parse_args(argv=None):
         "report still covers every run already recorded",
     )
     parser.add_argument(
+        "--rerun",
+        type=_methods,
+        help="run these methods again even where recorded (after a change "
+        "to their code); the newest record of a run is the one reported",
+    )
+    parser.add_argument(
         "--train-size", type=int, help="training samples (40000)"
     )
     parser.add_argument("--test-size", type=int, help="test samples (10000)")
@@ -595,9 +601,19 @@ class Runner:
         self.fp = fp
         self.code = code_version()
         self.done = load_progress(progress, fp)
+        # Runs to redo once in this invocation, even where recorded.
+        self.stale = {
+            key
+            for key, record in self.done.items()
+            if record["method"] in (args.rerun or ())
+        }
 
     def run(self, name, specs):
-        todo = [s for s in specs if run_key(s) not in self.done]
+        todo = [
+            s
+            for s in specs
+            if run_key(s) not in self.done or run_key(s) in self.stale
+        ]
         print(f"{name}: {len(specs)} runs, {len(todo)} to do.", flush=True)
         if not todo:
             return
@@ -624,6 +640,7 @@ class Runner:
         record.update(fingerprint=self.fp, code=self.code)
         append_progress(self.progress, record)
         self.done[record["key"]] = record
+        self.stale.discard(record["key"])
         print(f"[{i}/{num}] {describe(record)}", flush=True)
 
 
@@ -852,10 +869,22 @@ def write_markdown(path, meta, settings, runs, summary, oracles, lines):
         f"sum of the run times: {meta['sum_run_wall_time_s']:.0f} s "
         f"over {meta['num_runs']} runs.",
         f"- Started {meta['started']}; {meta['environment']}",
-        f"- Code: {meta['code']}.",
+        f"- Code of this invocation: {meta['code']}; of the reported runs, "
+        f"by method: {_code_versions(runs)}.",
         "",
     ]
     path.write_text("\n".join(parts))
+
+
+def _code_versions(runs):
+    """`method (commit, ...)` for every method, from each run's record."""
+    versions = {}
+    for record in runs:
+        versions.setdefault(record["method"], set()).add(record.get("code"))
+    return "; ".join(
+        f"{method} ({', '.join(sorted(str(c) for c in codes))})"
+        for method, codes in versions.items()
+    )
 
 
 def _summary_table(settings, summary):
