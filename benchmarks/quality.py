@@ -482,6 +482,10 @@ def autolr_record(autolr, steps_per_epoch):
         "autolr_lr_before": event.get("lr_before"),
         "autolr_minimum_lr": event.get("minimum_lr"),
         "autolr_ramp_steps": ctl.ramp_steps,
+        # Decay restarts after a blow-up: (step, reason, new peak LR).
+        "autolr_rescues": [
+            [e["step"], e["reason"], e["peak_lr"]] for e in ctl.rescues
+        ],
     }
 
 
@@ -940,15 +944,20 @@ def _switch_table(runs):
     rows = [
         "## AutoLR switches",
         "",
-        "| run | reason | step / total | epoch | peak LR | LR before |",
-        "|---|---|---|---|---|---|",
+        "| run | reason | step / total | epoch | peak LR | LR before "
+        "| decay restarts (step: new peak LR) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in [r for r in runs if r["method"] in AUTOLR]:
+        rescues = ", ".join(
+            f"{step}: {peak:.3g}"
+            for step, _, peak in r.get("autolr_rescues", [])
+        )
         rows.append(
             f"| {r['key']} | {r['autolr_reason']} | "
             f"{r['autolr_switch_step']} / {r['total_steps']} | "
             f"{r['autolr_switch_epoch']} | {_fmt(r['autolr_peak_lr'], '.3g')}"
-            f" | {_fmt(r['autolr_lr_before'], '.3g')} |"
+            f" | {_fmt(r['autolr_lr_before'], '.3g')} | {rescues or 'none'} |"
         )
     return rows + [""] if len(rows) > 4 else []
 
