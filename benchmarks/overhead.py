@@ -8,6 +8,11 @@ step on a 2-core CPU) from the same seed on the same synthetic data (4,096
 `verbose=0`. `--quick` uses 2,048 images, 2 epochs and 2 pairs.
 
 - Baseline: `Adam(1e-3)`, no callback.
+- Reader: `Adam(1e-3)` and a callback that only reads the loss after every
+  batch. Any callback with a batch hook makes Keras wait for every chunk's
+  loss on the training thread; this arm measures that floor, shared by
+  every per-step loss consumer, so that AutoLR / reader is AutoLR's own
+  cost.
 - AutoLR: `Adam()` and `AutoLR(epochs=E, verbose=0)`.
 
 Each configuration is fitted once, untimed, before any timing (TensorFlow
@@ -15,8 +20,8 @@ start-up and the first tracing). Every timed run then builds and compiles a
 fresh model outside the clock and times only the `fit` call, so every timed
 fit includes tracing of its own train step (and its XLA compile, where
 Keras's `jit_compile="auto"` picks XLA; recorded as `jit_compile`), for both
-runs. Runs are interleaved (baseline, AutoLR, baseline,
-AutoLR, ...), `--pairs` pairs at each `steps_per_execution` (1 and 32).
+runs. Runs are interleaved (baseline, reader, AutoLR, baseline, ...),
+`--pairs` such triples at each `steps_per_execution` (1 and 32).
 
 Reported per `steps_per_execution`: each pair's ratio, the median ratio,
 and the median absolute times. `ratio_after_first_epoch` is the same ratio
@@ -25,8 +30,8 @@ tracing and compiling, and also AutoLR's work in the first epoch. It comes
 from a callback with epoch hooks only, attached to both runs; a callback
 without batch hooks does not change how Keras dispatches batch callbacks.
 For AutoLR runs the number of detector checks and the switch are recorded,
-since the checks (tens of ms each, on the training thread) are most of what
-AutoLR adds.
+since the checks (a few ms each on a quiet machine, on the training thread)
+are most of what AutoLR adds above the reader.
 
 How to read it: a ratio of 1.03 means fit took 3 % longer with AutoLR.
 Targets: <= 1.03 at `steps_per_execution=1`, <= 1.01 at 32. Timings on a
@@ -79,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pairs",
         type=int,
         default=7,
-        help="timed (baseline, AutoLR) pairs per steps_per_execution, >= 1 "
+        help="timed (baseline, reader, AutoLR) triples per "
+        "steps_per_execution, >= 1 "
         "(default: 7)",
     )
     parser.add_argument(
@@ -185,6 +191,18 @@ def build_model(seed: int, autolr: bool, spe: int) -> keras.Model:
     return model
 
 
+class LossReader(keras.callbacks.Callback):
+    """Reads the loss after every batch, as any per-step consumer must.
+
+    Its batch hook makes Keras wait for every chunk's loss on the training
+    thread, exactly as AutoLR's does: the floor of any callback that reads
+    the per-step loss, with nothing else added.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last = float(logs["loss"])
+
+
 class EpochClock(keras.callbacks.Callback):
     """Records when each epoch ends (epoch hooks only: no batch hooks)."""
 
@@ -195,14 +213,20 @@ class EpochClock(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def run_once(data, spe: int, autolr: bool, args) -> dict:
-    """One fit of a fresh model; only the `fit` call is timed."""
+def run_once(data, spe: int, kind: str, args) -> dict:
+    """One fit of a fresh model; only the `fit` call is timed.
+
+    `kind`: "baseline" (no callback), "reader" (`LossReader`) or "autolr".
+    """
     keras.backend.clear_session()
     gc.collect()
     x, y = data
+    autolr = kind == "autolr"
     model = build_model(args.seed, autolr, spe)
     clock = EpochClock()
     callbacks = [clock]
+    if kind == "reader":
+        callbacks.append(LossReader())
     if autolr:
         callbacks.append(
             AutoLR(epochs=args.epochs, verbose=0, check_every=args.check_every)
@@ -242,22 +266,27 @@ def autolr_summary(ctl) -> dict:
 
 
 def bench_spe(data, spe: int, args) -> dict:
-    """Interleaved (baseline, AutoLR) pairs at one steps_per_execution."""
+    """Interleaved (baseline, reader, AutoLR) runs at one spe."""
     pairs = []
     for i in range(args.pairs):
-        base = run_once(data, spe, False, args)
-        auto = run_once(data, spe, True, args)
+        base = run_once(data, spe, "baseline", args)
+        reader = run_once(data, spe, "reader", args)
+        auto = run_once(data, spe, "autolr", args)
         pair = {
             "baseline": base,
+            "reader": reader,
             "autolr": auto,
             "ratio": auto["seconds"] / base["seconds"],
             "ratio_after_first_epoch": auto["seconds_after_first_epoch"]
             / base["seconds_after_first_epoch"],
+            "reader_ratio": reader["seconds"] / base["seconds"],
+            "ratio_to_reader": auto["seconds"] / reader["seconds"],
         }
         print(
             f"spe {spe:>2} pair {i + 1}/{args.pairs}: baseline "
-            f"{base['seconds']:.2f} s, AutoLR {auto['seconds']:.2f} s "
-            f"({auto['checks']} checks), ratio {pair['ratio']:.3f}",
+            f"{base['seconds']:.2f} s, reader {reader['seconds']:.2f} s, "
+            f"AutoLR {auto['seconds']:.2f} s ({auto['checks']} checks), "
+            f"ratio {pair['ratio']:.3f}",
             flush=True,
         )
         pairs.append(pair)
@@ -278,6 +307,8 @@ def summarize(spe: int, pairs: list[dict]) -> dict:
         "median_ratio_after_first_epoch": median(
             [p["ratio_after_first_epoch"] for p in pairs]
         ),
+        "median_reader_ratio": median([p["reader_ratio"] for p in pairs]),
+        "median_ratio_to_reader": median([p["ratio_to_reader"] for p in pairs]),
         "median_baseline_s": median([p["baseline"]["seconds"] for p in pairs]),
         "median_autolr_s": median([p["autolr"]["seconds"] for p in pairs]),
         "median_checks": median([p["autolr"]["checks"] for p in pairs]),
@@ -290,9 +321,9 @@ def table(rows: list[dict]) -> str:
     """The summary as a Markdown table."""
     lines = [
         "| spe | median baseline (s) | median AutoLR (s) | median ratio "
-        "| ratio after epoch 1 | per-pair ratios | AutoLR checks "
-        "| target | met |",
-        "|---:|---:|---:|---:|---:|:---|---:|---:|:---:|",
+        "| ratio after epoch 1 | per-pair ratios | reader / baseline "
+        "| AutoLR / reader | AutoLR checks | target | met |",
+        "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|:---:|",
     ]
     for r in rows:
         ratios = ", ".join(f"{v:.3f}" for v in r["ratios"])
@@ -302,6 +333,8 @@ def table(rows: list[dict]) -> str:
             f"| {r['steps_per_execution']} | {r['median_baseline_s']:.2f} "
             f"| {r['median_autolr_s']:.2f} | {r['median_ratio']:.3f} "
             f"| {r['median_ratio_after_first_epoch']:.3f} | {ratios} "
+            f"| {r['median_reader_ratio']:.3f} "
+            f"| {r['median_ratio_to_reader']:.3f} "
             f"| {r['median_checks']:g} | {target} | {met} |"
         )
     return "\n".join(lines)
@@ -325,7 +358,10 @@ def markdown(env: dict, rows: list[dict], args) -> str:
             table(rows),
             "",
             "Ratio = AutoLR fit time / baseline fit time (median over pairs)."
-            " Targets: <= 1.03 at spe 1, <= 1.01 at spe 32.",
+            " Targets: <= 1.03 at spe 1, <= 1.01 at spe 32. Reader: a "
+            "callback that only reads the loss after every batch, the floor "
+            "of any per-step loss consumer (Keras then waits for every "
+            "chunk); AutoLR / reader is what AutoLR adds above that floor.",
             "",
         ]
     )
@@ -337,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(args.seed, args.samples)
     warmup = {}
     for spe in args.spe:
-        for autolr in (False, True):
-            name = f"spe{spe}_{'autolr' if autolr else 'baseline'}"
-            warmup[name] = run_once(data, spe, autolr, args)["seconds"]
+        for kind in ("baseline", "reader", "autolr"):
+            warmup[f"spe{spe}_{kind}"] = run_once(data, spe, kind, args)[
+                "seconds"
+            ]
     rows = [bench_spe(data, spe, args) for spe in args.spe]
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
