@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -309,7 +311,13 @@ def test_a_diverging_model_survives(check_every):
     model, x, y = linear_regression()
     autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=1e4, check_every=check_every)
     if check_every == 4:
-        model.fit(x, y, batch_size=32, epochs=20, verbose=0, callbacks=[autolr])
+        with warnings.catch_warnings():
+            # Above LR ~1 SGD creeps back up in decay: a restart may follow.
+            warnings.filterwarnings("ignore", "AutoLR.*during decay")
+            warnings.filterwarnings("ignore", "AutoLR: restored")
+            model.fit(
+                x, y, batch_size=32, epochs=20, verbose=0, callbacks=[autolr]
+            )
         assert autolr.controller.events[0]["reason"] in ("explosion", "minimum")
     else:
         with pytest.warns(RuntimeWarning, match="non-finite") as seen:
@@ -319,7 +327,8 @@ def test_a_diverging_model_survives(check_every):
         assert autolr.controller.events[0]["reason"] == "divergence"
         assert any("restored the weights" in str(w.message) for w in seen)
     ctl = autolr.controller
-    (event,) = ctl.events
+    event = ctl.switch_event
+    assert all(r["peak_lr"] < event["peak_lr"] for r in ctl.rescues)
     weights = model.get_weights()
     assert all(np.all(np.isfinite(w)) for w in weights)
     assert np.isfinite(ctl.peak_lr) and 0 < ctl.peak_lr < event["lr_before"]
@@ -398,12 +407,14 @@ def test_weights_roll_back_to_the_lowest_loss_at_the_switch():
     # trace.values[s] already holds the weights restored at the switch.
     loss = np.abs(np.asarray(trace.values) - 1.0)
     assert loss[s] < loss[s - 1]  # Rolled back from the overshoot...
-    # ...to a copy taken after a step with the lowest loss: a test runs at
-    # every step here, and a copy is at most 4 tests older than needed.
+    # ...to a copy taken near the lowest loss: where the running median of
+    # the last 8 losses (the oscillation of |w - 1| smoothed out) was
+    # within noise of its lowest, after the minimum and before the switch.
     best = int(np.argmin(loss[:s]))
     kept = [
         j
         for j in range(s)
         if trace.values[j] == pytest.approx(trace.values[s], abs=1e-12)
     ]
-    assert kept and best + 1 - 4 <= kept[-1] <= best + 1
+    assert kept and best <= kept[-1] < s
+    assert loss[kept[-1]] < 0.2 * loss[0]

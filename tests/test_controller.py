@@ -377,7 +377,7 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     before = ctl.lr_at(np.arange(1000))
     start = float(np.median(ctl.loss_bins()[1][:8]))
     # Back at the starting level: caught at the first test (step 510).
-    with pytest.warns(RuntimeWarning, match="halfway to its starting"):
+    with pytest.warns(RuntimeWarning, match="back to its starting level"):
         for _ in range(10):
             lr = ctl.step(start)
     (rescue,) = ctl.rescues
@@ -431,3 +431,22 @@ def test_skipped_steps_advance_the_schedule_and_decide_nothing():
     assert ctl.switch_event["reason"] == "cap"
     ctl.skip(num_steps=10)  # Unknown, not non-finite: no rescue.
     assert not ctl.rescues
+
+
+def test_at_lowest_loss_compares_running_medians_not_single_bins():
+    rng = np.random.default_rng(0)
+    ctl = AutoLRController(total_steps=10_000)
+    # A falling loss, then a long noisy plateau with one freak low batch.
+    for loss in np.linspace(2.0, 1.0, 100) + 0.05 * rng.normal(size=100):
+        ctl.step(float(loss))
+    ctl.step(0.2)
+    for loss in 1.0 + 0.05 * rng.normal(size=300):
+        ctl.step(float(loss))
+    # The plateau is the lowest level, although no bin is near 0.2.
+    assert ctl.at_lowest_loss()
+    # A loss that climbs back up is not.
+    for loss in np.linspace(1.0, 1.5, 30):
+        ctl.step(float(loss))
+    assert not ctl.at_lowest_loss()
+    ctl.skip()  # An unknown loss is not a low one.
+    assert not ctl.at_lowest_loss()
