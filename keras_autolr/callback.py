@@ -77,7 +77,8 @@ class AutoLR(keras.callbacks.Callback):
             network, and rolling back the LR alone does not undo that) and
             when the loss blows up during decay (the decay then restarts at
             half the LR). Costs one copy of the model and optimizer state
-            in host memory, and a device-to-host copy at most every few
+            in host memory (two while a new copy awaits confirmation by the
+            following losses), and a device-to-host copy at most every few
             tests during warmup and at the end of each epoch at a new
             lowest loss. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
@@ -154,6 +155,7 @@ class AutoLR(keras.callbacks.Callback):
         self._optimizer = None
         self._store = None
         self._snapshot = None
+        self._pending = None
 
     def get_config(self):
         return {
@@ -213,7 +215,8 @@ class AutoLR(keras.callbacks.Callback):
         self._steps_per_epoch = steps_per_epoch
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
-        self._snapshot = WeightSnapshot(self.model)
+        self._snapshot = WeightSnapshot(self.model)  # Confirmed.
+        self._pending = WeightSnapshot(self.model)  # Not judged yet.
         self._snapshot_checks = 0
         self._install()
         self._resume_pending = True
@@ -274,6 +277,7 @@ class AutoLR(keras.callbacks.Callback):
         self._uninstall()
         if self._snapshot is not None:
             self._snapshot.release()
+            self._pending.release()
 
     # ------------------------------------------------------------------
 
@@ -322,37 +326,57 @@ class AutoLR(keras.callbacks.Callback):
         self.schedule.align(int(self._optimizer.iterations.numpy()))
 
     def _keep_weights(self, at_check=False):
-        """Copies the weights if the loss is at its lowest.
+        """Keeps a copy of the weights while the loss is at its lowest.
 
-        At a test, only when the detector sees the minimum coming (its
-        probability is at least 0.5) or the copy is `_SNAPSHOT_CHECKS`
-        tests old: a copy at every test of a steadily falling loss would
-        cost more than the tests themselves.
+        The loss of a step is measured before its update, so the weights
+        copied now are judged only by the losses that follow: a copy is
+        pending until the next call still finds the loss at its lowest,
+        and dropped if not (at the edge of a cliff, the last update is
+        often the one that blew up). Only confirmed copies are restored.
+
+        At a test, a new copy is taken only when the detector sees the
+        minimum coming (its probability is at least 0.5) or the last one
+        is `_SNAPSHOT_CHECKS` tests old: a copy at every test of a steadily
+        falling loss would cost more than the tests themselves.
         """
         ctl = self.controller
-        if at_check and self._snapshot.taken:
+        if not ctl.at_lowest_loss():
+            self._pending.release()
+            return
+        if self._pending.taken:
+            self._snapshot, self._pending = self._pending, self._snapshot
+            self._pending.release()
+        if at_check:
             fresh = ctl.num_checks - self._snapshot_checks < _SNAPSHOT_CHECKS
             if fresh and (ctl.last_probability or 0.0) < 0.5:
                 return
-        if ctl.at_lowest_loss() and self._snapshot.take(ctl.steps):
+        if self._pending.take(ctl.steps):
             self._snapshot_checks = ctl.num_checks
+
+    def _restore_weights(self):
+        """Puts back the confirmed copy (else the pending one); returns the
+        step it was taken at, or None if there is none."""
+        for snapshot in (self._snapshot, self._pending):
+            if snapshot.taken:
+                snapshot.restore()
+                return snapshot.step
+        return None
 
     def _on_switch(self):
         ctl = self.controller
         event = ctl.switch_event
         if self.restore_weights:
             # Weights that produced a non-finite loss are not worth keeping.
-            if self._snapshot.taken:
-                self._snapshot.restore()
-                if event["reason"] == "divergence":
-                    warnings.warn(
-                        f"AutoLR: restored the weights and optimizer state "
-                        f"kept at step {self._snapshot.step}, before the loss "
-                        f"became non-finite at step {event['step'] - 1}.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-            elif not all_finite(self.model.get_weights()):
+            kept = self._restore_weights()
+            if kept is not None and event["reason"] == "divergence":
+                warnings.warn(
+                    f"AutoLR: restored the weights and optimizer state kept "
+                    f"at step {kept}, before the loss became non-finite at "
+                    f"step {event['step'] - 1}.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            elif kept is None and not all_finite(self.model.get_weights()):
                 warnings.warn(
                     "AutoLR: the weights became non-finite before any copy "
                     "was kept; training continues from non-finite weights. "
@@ -367,13 +391,12 @@ class AutoLR(keras.callbacks.Callback):
         """The loss blew up during decay: the controller restarted the
         decay at half the LR; put back the weights of the lowest loss."""
         event = self.controller.events[-1]
-        restored = self.restore_weights and self._snapshot.taken
-        if restored:
-            self._snapshot.restore()
+        kept = self._restore_weights() if self.restore_weights else None
+        if kept is not None:
             warnings.warn(
                 f"AutoLR: restored the weights and optimizer state kept at "
-                f"step {self._snapshot.step} (lowest loss) after the loss "
-                f"blew up at step {event['step'] - 1}.",
+                f"step {kept} (lowest loss) after the loss blew up at step "
+                f"{event['step'] - 1}.",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -383,9 +406,9 @@ class AutoLR(keras.callbacks.Callback):
                 f"{event['step'] - 1} ({event['reason']}); decay restarts at "
                 f"LR {event['peak_lr']:.3g}"
                 + (
-                    f" from the weights of step {self._snapshot.step}."
-                    if restored
-                    else "."
+                    "."
+                    if kept is None
+                    else f" from the weights of step {kept}."
                 )
             )
 

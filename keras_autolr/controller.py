@@ -629,18 +629,35 @@ class AutoLRController:
         the switch a short rise is common and passes. The decay restarts
         now, from half the LR of the last step run; the Keras callback also
         puts back the weights kept at the lowest loss.
+
+        One blow-up, one restart: a restart waits `patience` tests after
+        the switch or the previous restart (a rise must last), and after a
+        restart a blow-up counts again only once the loss has come back
+        below the starting level in between. A network that stays dead is
+        not helped by halving the LR every step.
         """
         now = self._steps
         if now >= self.total_steps:
             return  # Nothing left to rescue.
+        start = self.decay_start
+        restarted = any(e["event"] == "rescue" for e in self._events)
+        centers, means, counts = self.loss_bins()
+        progress = _progress(means)
+        finite = np.isfinite(means)
+        if restarted and not (
+            progress is not None
+            and np.any(finite & (centers > start))
+            and not progress.lost(np.min(means[finite & (centers > start)]))
+        ):
+            return  # Not recovered since the last restart.
         lr_before = float(self.lr_at(now - 1))
         if not math.isfinite(loss):
             reason = "divergence"
         else:
-            centers, means, counts = self.loss_bins()
-            progress = _progress(means)
-            since = max(now - self.check_every, self.decay_start)
-            recent = np.isfinite(means) & (centers > since)
+            if now < start + self.patience * self.check_every:
+                return
+            since = max(now - self.check_every, start)
+            recent = finite & (centers > since)
             if (
                 progress is None
                 or not progress.clear
@@ -679,10 +696,13 @@ class AutoLRController:
 
         Compares running medians over `window` finite bins: the latest is
         at most two noise standard deviations of a single bin above the
-        lowest (the lowest of many running medians is itself a low draw). Medians, not single bins or means: the lowest single bin of
-        a long, noisy record is an outlier that later losses rarely reach.
-        Used to decide when the current weights are worth keeping to fall
-        back to.
+        lowest (the lowest of many running medians is itself a low draw).
+        Medians, not single bins or means: the lowest single bin of a long,
+        noisy record is an outlier that later losses rarely reach. A median
+        also lags a sudden rise by half its window, so the latest bin
+        itself must be within three noise standard deviations too: weights
+        that have just started to blow up are not worth keeping. Used to
+        decide when the current weights are worth keeping to fall back to.
         """
         if not self._bin_sums:
             return False
@@ -693,7 +713,11 @@ class AutoLRController:
         window = min(window, finite.size)
         windows = np.lib.stride_tricks.sliding_window_view(finite, window)
         running = np.median(windows, axis=1)
-        return bool(running[-1] <= np.min(running) + 2.0 * _noise(finite))
+        lowest, noise = np.min(running), _noise(finite)
+        return bool(
+            running[-1] <= lowest + 2.0 * noise
+            and means[-1] <= lowest + 3.0 * noise
+        )
 
     def _switch(self, reason: str, peak_lr: float, step: int) -> None:
         lr_before = float(self.lr_at(step - 1))

@@ -349,7 +349,8 @@ class Sabotage(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch is None and self.autolr.controller.phase == "decay":
             self.epoch = epoch
-            self.kept = self.autolr._snapshot.step
+            snapshot = self.autolr._snapshot  # The confirmed copy.
+            self.kept = snapshot.step if snapshot.taken else None
             self.model.set_weights(
                 [np.full_like(w, np.nan) for w in self.model.get_weights()]
             )

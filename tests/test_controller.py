@@ -444,9 +444,47 @@ def test_at_lowest_loss_compares_running_medians_not_single_bins():
         ctl.step(float(loss))
     # The plateau is the lowest level, although no bin is near 0.2.
     assert ctl.at_lowest_loss()
-    # A loss that climbs back up is not.
+    # A sudden blow-up is caught at its first bin, before the median moves.
+    ctl.step(3.0)
+    assert not ctl.at_lowest_loss()
+    # A loss that climbs back up is not at its lowest either.
     for loss in np.linspace(1.0, 1.5, 30):
         ctl.step(float(loss))
     assert not ctl.at_lowest_loss()
     ctl.skip()  # An unknown loss is not a low one.
     assert not ctl.at_lowest_loss()
+
+
+def test_a_network_that_stays_dead_gets_one_restart_not_a_cascade():
+    ctl = AutoLRController(total_steps=1000, check_every=10)
+    drive(ctl, u_loss, 500)
+    start = float(np.median(ctl.loss_bins()[1][:8]))
+    with pytest.warns(RuntimeWarning, match="back to its starting level"):
+        for _ in range(300):
+            ctl.step(start)  # Never recovers.
+    (rescue,) = ctl.rescues
+    assert rescue["step"] == 510
+    # A non-finite loss before any recovery does not halve it again.
+    ctl.step(math.nan)
+    assert len(ctl.rescues) == 1
+    # Recovered, then a new blow-up: a second restart.
+    for _ in range(50):
+        ctl.step(1.0)
+    with pytest.warns(RuntimeWarning, match="non-finite during decay"):
+        ctl.step(math.inf)
+    assert [r["reason"] for r in ctl.rescues] == ["explosion", "divergence"]
+
+
+def test_a_short_rise_right_after_the_switch_is_left_alone():
+    ctl = AutoLRController(total_steps=1000, check_every=10, patience=3)
+    drive(ctl, u_loss, 1)
+    while ctl.phase == "warmup":
+        ctl.step(u_loss(ctl.lr))
+    switch = ctl.switch_step
+    start = float(np.median(ctl.loss_bins()[1][:8]))
+    # Back at the start for 20 steps: shorter than 3 tests.
+    for _ in range(20):
+        ctl.step(start)
+    for _ in range(100):
+        ctl.step(1.0)
+    assert not ctl.rescues and ctl.steps == switch + 120
