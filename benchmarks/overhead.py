@@ -350,7 +350,8 @@ def markdown(env: dict, rows: list[dict], args) -> str:
             f"- python {env['python']}, numpy {env['numpy']}, tensorflow "
             f"{env['tensorflow']}, keras {env['keras']} ({env['backend']})",
             f"- command: `{env['command']}`",
-            f"- {args.pairs} interleaved pairs per spe, {args.epochs} epochs "
+            f"- {args.pairs} interleaved (baseline, reader, AutoLR) triples "
+            f"per spe, {args.epochs} epochs "
             f"of {args.samples // BATCH} steps (batch {BATCH}), fresh model "
             "per run, only `fit` timed (tracing included), jit_compile="
             f"{rows[0]['pairs'][0]['baseline']['jit_compile']}",

@@ -18,6 +18,8 @@ from keras_autolr.snapshot import WeightSnapshot, all_finite
 
 # At most this many tests between two weight copies while the loss falls.
 _SNAPSHOT_CHECKS = 4
+# Warn when no test can run before this fraction of the warmup ramp.
+_LATE_TEST = 0.25
 
 _CONTROLLER_OPTIONS = (
     "min_lr",
@@ -213,6 +215,7 @@ class AutoLR(keras.callbacks.Callback):
         ):
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
+        self._warn_if_tests_come_late()
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
         self._snapshot = WeightSnapshot(self.model)  # Confirmed.
@@ -280,6 +283,29 @@ class AutoLR(keras.callbacks.Callback):
             self._pending.release()
 
     # ------------------------------------------------------------------
+
+    def _warn_if_tests_come_late(self):
+        """Bins of a whole chunk can push the first test up the ramp."""
+        ctl = self.controller
+        first = ctl.first_test_step
+        if (
+            ctl.steps
+            or ctl.bin_steps == 1
+            or first <= _LATE_TEST * ctl.ramp_steps
+        ):
+            return
+        warnings.warn(
+            f"AutoLR sees one loss per bin of {ctl.bin_steps} steps (the "
+            f"model's steps_per_execution), so its first test of the loss "
+            f"minimum can only run at step {first}, "
+            f"{first / ctl.ramp_steps:.0%} of the way up the warmup ramp "
+            f"(LR {ctl.ramp_lr_at(float(first)):.3g} by then): it may see "
+            "the minimum too late. Lower steps_per_execution, train for "
+            "more steps, or pass a smaller `min_bins` (at least 3; fewer "
+            "points make each test less reliable).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _budget(self):
         steps = self.steps_per_epoch or self.params.get("steps")

@@ -316,6 +316,12 @@ class AutoLRController:
         return self._switch_step
 
     @property
+    def first_test_step(self) -> int:
+        """The earliest step at which a test can run: `min_bins` bins."""
+        step = self.min_bins * self.bin_steps
+        return -(-step // self.check_every) * self.check_every
+
+    @property
     def slow_step(self) -> int | None:
         """Step from which the ramp runs at its normal speed, once known."""
         return self._slow_step

@@ -18,6 +18,12 @@ import support
 from keras_autolr import AutoLR
 from keras_autolr.controller import AutoLRController
 
+# Short budgets at steps_per_execution=8: the schedule, not the detection,
+# is under test here.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:AutoLR sees one loss per bin:RuntimeWarning"
+)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -74,6 +80,8 @@ def test_mirrored_strategy_matches_a_single_device(tmp_path, devices):
         assert lrs[0] == pytest.approx(single["lr"][step], rel=1e-6)
 
 
+# The sawtooth loss (the batch's target) looks like a blow-up in decay.
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     """The LR reaches the inner optimizer; the detector sees the true loss."""
@@ -151,7 +159,10 @@ def test_two_processes_fed_the_same_losses_decide_identically(tmp_path):
     losses = []
     lr = ctl.lr
     for _ in range(600):  # Record a realistic loss stream once.
-        losses.append(1 + 0.3 * np.log10(lr / 3e-3) ** 2 + 0.05 * rng.normal())
+        level = 1 + 0.3 * np.log10(lr / 3e-3) ** 2
+        if ctl.phase == "decay":
+            level = 1.0  # Training keeps its progress.
+        losses.append(level + 0.05 * rng.normal())
         lr = ctl.step(losses[-1])
     path = tmp_path / "losses.json"
     path.write_text(json.dumps(losses))

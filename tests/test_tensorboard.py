@@ -16,6 +16,12 @@ import os
 import numpy as np
 import pytest
 
+# Short budgets at steps_per_execution=4: the logs, not the detection, are
+# under test here.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:AutoLR sees one loss per bin:RuntimeWarning"
+)
+
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
