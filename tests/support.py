@@ -16,6 +16,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
+def require(name):
+    """Skips the test without package `name`, except in CI, which installs
+    the `test` extra: there a missing package fails the test."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec(name) is None:
+        message = f"`{name}` is not installed (it is in the `test` extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def digits(n=1024):
     from sklearn.datasets import load_digits
 

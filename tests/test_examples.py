@@ -4,7 +4,6 @@ Each runs in a fresh process, in a temporary directory, and must exit 0,
 print its test accuracy and write its plot.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import support
 
 mpl_image = pytest.importorskip("matplotlib.image")
 
@@ -21,16 +21,6 @@ TIMEOUT = 600
 ACCURACY = re.compile(r"^Test accuracy: (0\.\d{4}|1\.0000)$", re.MULTILINE)
 
 pytestmark = pytest.mark.slow
-
-
-def require(name):
-    """Skips the test without package `name`, except in CI, which installs
-    the `test` extra: there a missing package fails the test."""
-    if importlib.util.find_spec(name) is None:
-        message = f"`{name}` is not installed (it is in the `test` extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def run(args, cwd):
@@ -67,7 +57,7 @@ def assert_png(path):
     ],
 )
 def test_example_runs_quick(name, needs, tmp_path):
-    require(needs)
+    support.require(needs)
     stdout = run([os.path.join(EXAMPLES, f"{name}.py"), "--quick"], tmp_path)
     assert ACCURACY.search(stdout), stdout
     png = tmp_path / f"{name}.png"
@@ -76,9 +66,9 @@ def test_example_runs_quick(name, needs, tmp_path):
 
 
 def test_colab_notebook_runs_quick(tmp_path):
-    require("papermill")
-    require("ipykernel")
-    require("mnist1d")
+    support.require("papermill")
+    support.require("ipykernel")
+    support.require("mnist1d")
     output = tmp_path / "colab_tpu.ipynb"
     run(
         [
@@ -109,7 +99,7 @@ def test_colab_notebook_runs_quick(tmp_path):
 
 
 def test_demo_writes_its_plot(tmp_path):
-    require("sklearn")
+    support.require("sklearn")
     args = ["-m", "keras_autolr", "demo", "--epochs", "4"]
     stdout = run(args, tmp_path)
     assert "AutoLR decided: warmup" in stdout
@@ -119,7 +109,7 @@ def test_demo_writes_its_plot(tmp_path):
 
 
 def test_demo_plot_can_be_skipped(tmp_path, monkeypatch, capsys):
-    require("sklearn")
+    support.require("sklearn")
     from keras_autolr.__main__ import main
 
     monkeypatch.chdir(tmp_path)

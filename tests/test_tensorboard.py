@@ -10,11 +10,11 @@ next step. `CSVLogger` writes the epoch logs as they are.
 """
 
 import csv
-import importlib.util
 import os
 
 import numpy as np
 import pytest
+import support
 
 # Short budgets at steps_per_execution=4: the logs, not the detection, are
 # under test here.
@@ -31,22 +31,12 @@ EPOCHS = 3
 STEPS_PER_EPOCH = 8
 
 
-def require(name):
-    """Skips the test without package `name`, except in CI, which installs
-    the `test` extra: there a missing package fails the test."""
-    if importlib.util.find_spec(name) is None:
-        message = f"`{name}` is not installed (it is in the `test` extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module", params=[1, 4], ids=lambda n: f"chunk{n}")
 def run(request, tmp_path_factory):
     """A 24-step fit logged by TensorBoard and CSVLogger after AutoLR."""
     # keras.callbacks.TensorBoard writes through the `tensorboard` package,
     # which tensorflow-cpu does not install.
-    require("tensorboard")
+    support.require("tensorboard")
     from support import digits
 
     log_dir = tmp_path_factory.mktemp("logs")
