@@ -52,7 +52,9 @@ def test_full_trajectory_on_a_synthetic_loss():
     assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
     assert used[s] == pytest.approx(ctl.peak_lr)
     steps = np.arange(600, dtype=np.float64)
-    ramp = schedules.exponential_ramp(steps[:s], 1e-5, 1.0, ctl.ramp_steps)
+    ramp = schedules.exponential_ramp(
+        steps[:s], ctl.min_lr, 1.0, ctl.ramp_steps
+    )
     np.testing.assert_allclose(used[:s], ramp, rtol=1e-12)
     decay = schedules.cosine_decay(steps[s:], ctl.peak_lr, s, 600.0)
     np.testing.assert_allclose(used[s:], decay, rtol=1e-12)
@@ -70,7 +72,7 @@ def test_switch_is_forced_at_the_cap():
     assert event["reason"] == "cap"
     assert event["step"] == ctl.switch_step == ctl.ramp_steps == 100
     # Warmup ends at the smoothed minimum so far: at or near the cap LR.
-    assert used[99] == pytest.approx(1e-5 * 1e5 ** (99 / 100))
+    assert used[99] == pytest.approx(1e-4 * 1e4 ** (99 / 100))
     assert 0.5 <= ctl.peak_lr <= 1.0
     assert used[100] == pytest.approx(ctl.peak_lr)
     assert used[-1] > 0.0
@@ -87,7 +89,7 @@ def test_lr_reaches_zero_exactly_at_total_steps(decay):
     assert np.all(np.diff(used[ctl.switch_step :]) <= 0)
 
 
-@pytest.mark.parametrize("stop_at", [150, 450])  # Mid-warmup, mid-decay.
+@pytest.mark.parametrize("stop_at", [100, 450])  # Mid-warmup, mid-decay.
 def test_state_round_trip_continues_identically(stop_at):
     ctl = AutoLRController(total_steps=600)
     rng = np.random.default_rng(1)
@@ -96,7 +98,7 @@ def test_state_round_trip_continues_identically(stop_at):
     for i in range(stop_at):
         losses[i] = u_loss(lr) + 0.05 * rng.normal()
         lr = ctl.step(losses[i])
-    assert ctl.phase == ("warmup" if stop_at == 150 else "decay")
+    assert ctl.phase == ("warmup" if stop_at == 100 else "decay")
     state = json.loads(json.dumps(ctl.get_state()))
     clone = AutoLRController(total_steps=600)
     clone.set_state(state)
@@ -201,7 +203,9 @@ def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
 
 def test_reference_cadence_checks_once_per_epoch():
     calls = []
-    ctl = AutoLRController(total_steps=1000, check_every=50)
+    ctl = AutoLRController(
+        total_steps=1000, check_every=50, max_warmup_fraction=0.5
+    )
     original = ctl.detector.test
 
     def spy(*args, **kwargs):
@@ -302,7 +306,9 @@ def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
 
 def test_one_test_per_update_even_for_chunks_wider_than_bins():
     """A chunk spanning several test points runs one test, never two."""
-    ctl = AutoLRController(total_steps=640, bin_steps=1, check_every=8)
+    ctl = AutoLRController(
+        total_steps=640, bin_steps=1, check_every=8, max_warmup_fraction=0.5
+    )
     rng = np.random.default_rng(0)
     tests = []
     original = ctl.detector.test
@@ -405,7 +411,7 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
 
 
 def test_fast_start_runs_the_ramp_faster_until_the_loss_moves():
-    ctl = AutoLRController(total_steps=600, fast_start=3.0)
+    ctl = AutoLRController(total_steps=600, fast_start=3.0, min_lr=1e-5)
     used = drive(ctl, u_loss, 600)
     slow, switch = ctl.slow_step, ctl.switch_step
     # The loss starts moving at LR ~1e-4 (0.3 above its floor at 1e-2,
@@ -413,7 +419,7 @@ def test_fast_start_runs_the_ramp_faster_until_the_loss_moves():
     assert 8 <= slow < switch < 300
     steps = np.arange(switch, dtype=np.float64)
     position = np.where(steps < slow, 3.0 * steps, steps + 2.0 * slow)
-    ramp = schedules.exponential_ramp(position, 1e-5, 1.0, ctl.ramp_steps)
+    ramp = schedules.exponential_ramp(position, ctl.min_lr, 1.0, ctl.ramp_steps)
     np.testing.assert_allclose(used[:switch], ramp, rtol=1e-12)
     assert used[slow - 1] < 1e-3
     assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
