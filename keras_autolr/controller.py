@@ -175,7 +175,12 @@ class AutoLRController:
         self.detector = MinimumDetector(
             num_tests=num_tests, confidence=confidence, seed=seed
         )
-        self.ramp_steps = max(1, int(self.max_warmup_fraction * total_steps))
+        # The cap falls on a bin boundary, where a chunk of
+        # `steps_per_execution` steps ends, so that the callback sees the
+        # switch at the step it happens whatever the chunk size.
+        ramp = int(self.max_warmup_fraction * total_steps)
+        aligned = ramp // self.bin_steps * self.bin_steps
+        self.ramp_steps = aligned if aligned else max(1, ramp)
         self.cooldown_steps = self.cooldown_fraction * self.total_steps
         self._reset()
 

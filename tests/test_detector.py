@@ -191,8 +191,12 @@ def test_lands_within_factor_two_of_the_true_minimum():
     hits = 0
     for seed in range(40):
         best = 10 ** rng.uniform(-3.5, -1.0)
+        # A ramp from 1e-5: minima down to 10^-3.5 must be well inside it.
         ctl = _warmup(
-            lambda lr, b=best: 1.0 + 0.3 * math.log10(lr / b) ** 2, seed
+            lambda lr, b=best: 1.0 + 0.3 * math.log10(lr / b) ** 2,
+            seed,
+            min_lr=1e-5,
+            max_warmup_fraction=0.5,
         )
         (event,) = ctl.events
         # Fires after the true minimum (the LR was above it at the switch)
