@@ -514,15 +514,21 @@ class AutoLRController:
             self._steps += take
             if self._steps == bin_end:
                 check_due |= self._close_bin()
-        if not known:
-            pass
-        elif self.phase == WARMUP and not math.isfinite(loss):
+        # Unknown losses decide nothing; only the cap can end warmup.
+        if known and self.phase == WARMUP and not math.isfinite(loss):
             self._diverged(loss, first_step)
-        elif check_due and was_warmup and chunk_end <= self._switch_step:
+        elif (
+            known
+            and check_due
+            and was_warmup
+            and (chunk_end <= self._switch_step)
+        ):
             # One test per update, on everything recorded so far; the
             # decision takes effect at the first step not yet run.
             self._check(len(self._bin_sums) * self._bin_width, chunk_end)
-        elif not was_warmup and (check_due or not math.isfinite(loss)):
+        elif (
+            known and not was_warmup and (check_due or not math.isfinite(loss))
+        ):
             self._guard(loss)
         if was_warmup and self.phase == DECAY and not self._events:
             self._events.append(
@@ -566,10 +572,13 @@ class AutoLRController:
         # noise on the initial plateau is not the minimum of the LR curve.
         progress = _progress(means)
         made_progress = progress is not None and progress.clear
+        # With `fast_start == 1` the ramp has one speed: nothing to decide
+        # (and no revision, so no device write, for nothing).
         if (
-            self._slow_step is None
+            self.fast_start > 1.0
+            and self._slow_step is None
             and progress is not None
-            and (progress.moving)
+            and progress.moving
         ):
             self._slow_step = effective
             self._revision += 1
