@@ -566,8 +566,12 @@ class AutoLRController:
         x = centers / now
         if np.count_nonzero(np.isfinite(means)) < self.min_bins:
             return
+        # The loss is far noisier where it falls fast, or near the cliff,
+        # than on the initial plateau: each bin gets the noise of its own
+        # neighbourhood, in the spike filter and in the test.
+        noise = local_noise(means)
         # One bad batch is neither a minimum nor an explosion.
-        means = despike(means)
+        raw, means = means, despike(means, scale=noise)
         # A minimum only counts once the loss has clearly fallen: a bump or
         # noise on the initial plateau is not the minimum of the LR curve.
         progress = _progress(means)
@@ -582,12 +586,23 @@ class AutoLRController:
         ):
             self._slow_step = effective
             self._revision += 1
-        detection = self.detector.test(x, means, counts, key=self._num_checks)
+        detection = self.detector.test(
+            x,
+            means,
+            counts,
+            key=self._num_checks,
+            # Exactly repeated losses have no noise to compare: uniform.
+            noise=noise**2 if np.all(noise[np.isfinite(means)] > 0) else None,
+        )
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
+        # The GP's verdict counts only if the recorded losses agree: near
+        # "now" its posterior mean reverts towards the mean of the whole
+        # record (the high plateau), and after a steep fall it rings below
+        # the knee, both of which can pass for a minimum behind us.
         self._consecutive = (
             self._consecutive + 1
-            if detection.past_minimum and made_progress
+            if detection.past_minimum and made_progress and _risen(means, noise)
             else 0
         )
         lrs = self.ramp_lr_at(np.asarray(detection.minimum_x) * now)
@@ -602,7 +617,13 @@ class AutoLRController:
         elif (
             made_progress
             and np.any(recent)
-            and progress.lost(np.average(means[recent], weights=counts[recent]))
+            and (
+                progress.lost(np.average(means[recent], weights=counts[recent]))
+                # Two bins in a row at the start level are no spike: the
+                # filter would hold them back until the rise moves its
+                # medians, while the LR grows further past the cliff.
+                or all(progress.lost(v) for v in raw[np.isfinite(raw)][-2:])
+            )
         ):
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
@@ -761,24 +782,29 @@ class AutoLRController:
         )
 
 
-def despike(means: np.ndarray, half_window: int = 3) -> np.ndarray:
+def despike(
+    means: np.ndarray, half_window: int = 3, scale: np.ndarray | None = None
+) -> np.ndarray:
     """Replaces isolated outliers by what their neighbourhood predicts.
 
     A Hampel filter: a bin further than 5 robust standard deviations from
     the median of the `2 * half_window + 1` bins centred on it is replaced
-    by that median. The last `half_window` bins have no right neighbours:
-    each is compared with a robust linear extrapolation of the bins before
-    it (median level plus median slope), so that a steady trend at the end
-    is not mistaken for an outlier. One bad batch is not a loss minimum, but
-    a rise that lasts several bins moves the medians with it and is kept.
+    by that median. The standard deviation is `scale`, one per bin
+    (`local_noise(means)` if not given). The last `half_window` bins have
+    no right neighbours: each is compared with a robust linear
+    extrapolation of the bins before it (median level plus median slope),
+    so that a steady trend at the end is not mistaken for an outlier. One
+    bad batch is not a loss minimum, but a rise that lasts several bins
+    moves the medians with it and is kept.
     Non-finite values pass through (the detector leaves them out).
     """
     n = means.size
     width = 2 * half_window + 1
     if n < width + half_window:
         return means
-    scale = _noise(means[np.isfinite(means)])
-    if not scale > 0:
+    if scale is None:
+        scale = local_noise(means)
+    if not np.any(scale > 0):
         return means
     expected = np.full(n, np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(means, width)
@@ -793,6 +819,61 @@ def despike(means: np.ndarray, half_window: int = 3) -> np.ndarray:
             expected[i] = median(before) + slope * (half_window + 1)
     spikes = np.abs(means - expected) > 5.0 * scale  # False where NaN.
     return np.where(spikes, expected, means)
+
+
+def local_noise(means: np.ndarray, half_window: int = 8) -> np.ndarray:
+    """Robust std of each bin, from the bins around it.
+
+    `_noise` of the `2 * half_window` successive differences nearest to
+    each bin (a window of fixed size, shifted inwards at both ends). The
+    noise of a training loss is not constant: on the plateau at the start
+    it is a fraction of what it is where the loss falls fast or where the
+    LR nears the cliff, and a single figure for the whole record makes
+    every ordinary wobble of the noisy stretches look significant. At
+    least a quarter of the noise of the whole record, so that a window of
+    nearly equal losses cannot claim near-certainty. Non-finite bins are
+    left out of the differences and get NaN; a record of exactly repeated
+    losses gets 0 everywhere.
+    """
+    out = np.full(means.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(means))
+    level = means[finite]
+    overall = _noise(level)
+    width = 2 * half_window
+    if level.size < width + 1:
+        out[finite] = overall
+        return out
+    diffs = np.diff(level)
+    windows = np.lib.stride_tricks.sliding_window_view(diffs, width)
+    centre = np.median(windows, axis=1, keepdims=True)
+    mad = np.median(np.abs(windows - centre), axis=1)
+    local = 1.4826 * mad / np.sqrt(2)
+    # Bin i (of level) takes the window of differences starting at i - h,
+    # shifted to stay inside.
+    start = np.clip(np.arange(level.size) - half_window, 0, local.size - 1)
+    floor = 0.25 * (overall if overall > 0 else np.max(local))
+    out[finite] = np.maximum(local[start], floor)
+    return out
+
+
+def _risen(means: np.ndarray, noise: np.ndarray, window: int = 8) -> bool:
+    """Whether the loss is now clearly above its lowest level.
+
+    The median of the last `window` finite bins is more than two local
+    noise standard deviations of a single bin above the lowest median of
+    `window` consecutive finite bins. (A median of 8 has a standard
+    deviation of about 0.44 of a bin's, and the lowest of many running
+    medians is itself a low draw: at one noise standard deviation, a
+    long flat stretch passed for a rise about one test in four.)
+    """
+    finite = np.isfinite(means)
+    level = means[finite]
+    if level.size < window + 1:
+        return False
+    running = np.median(
+        np.lib.stride_tricks.sliding_window_view(level, window), axis=1
+    )
+    return bool(running[-1] > np.min(running) + 2.0 * noise[finite][-1])
 
 
 def _noise(level: np.ndarray) -> float:

@@ -166,6 +166,7 @@ class MinimumDetector:
         y: np.ndarray,
         counts: np.ndarray | None = None,
         key: int = 0,
+        noise: np.ndarray | None = None,
     ) -> Detection:
         """Runs the test on losses `y` recorded at normalised times `x`.
 
@@ -178,11 +179,17 @@ class MinimumDetector:
             key: a non-negative integer mixed into the seed, e.g. the index
                 of the check, so that successive checks draw fresh
                 subsamples while any process repeats the same draws.
+            noise: relative noise variance of each loss (any positive
+                scale; e.g. the square of a local noise estimate), for
+                losses that are noisier in some stretches than in others.
+                Multiplies the `1 / counts` factor; points whose noise is
+                not finite and positive are left out. Defaults to all
+                ones: the same noise everywhere.
 
         Returns:
             A `Detection`.
         """
-        data = _Data.make(x, y, counts)
+        data = _Data.make(x, y, counts, noise)
         if data is None:
             return Detection(False, (), ())
         # One BLAS thread: these matrices are small, and a multi-threaded
@@ -216,13 +223,14 @@ class MinimumDetector:
         y: np.ndarray,
         counts: np.ndarray | None = None,
         key: int = 0,
+        noise: np.ndarray | None = None,
     ) -> Posterior | None:
         """The smoothed curve of one posterior, e.g. for plotting.
 
         Same arguments as `test`. Returns `None` with fewer than 3 finite
         losses.
         """
-        data = _Data.make(x, y, counts)
+        data = _Data.make(x, y, counts, noise)
         if data is None:
             return None
         rng = np.random.default_rng([self.seed, int(key)])
@@ -232,14 +240,18 @@ class MinimumDetector:
         return self._posterior(data.take(idx), scale2, noise2)
 
     def fit_hyperparameters(
-        self, x: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        counts: np.ndarray | None = None,
+        noise: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """Maximum-likelihood output scale and noise variance on all points.
 
         Returns `(output_scale_variance, noise_variance)` in squared loss
-        units, the noise being that of a point with the mean count.
+        units, the noise being that of a point of mean relative noise.
         """
-        data = _Data.make(x, y, counts)
+        data = _Data.make(x, y, counts, noise)
         if data is None:
             raise ValueError("At least 3 finite losses are needed.")
         scale2, noise2 = self._fit(data)
@@ -325,35 +337,50 @@ class _Data:
 
     @classmethod
     def make(
-        cls, x: np.ndarray, y: np.ndarray, counts: np.ndarray | None
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        counts: np.ndarray | None,
+        noise: np.ndarray | None = None,
     ) -> _Data | None:
         x = np.asarray(x, dtype=np.float64).ravel()
         y = np.asarray(y, dtype=np.float64).ravel()
-        counts = (
-            np.ones_like(y)
-            if counts is None
-            else np.asarray(counts, dtype=np.float64).ravel()
-        )
-        if not x.shape == y.shape == counts.shape:
+        counts = _ones_or(counts, y)
+        noise = _ones_or(noise, y)
+        if not x.shape == y.shape == counts.shape == noise.shape:
             raise ValueError(
-                "`x`, `y` and `counts` must have the same length. Received: "
-                f"{x.size}, {y.size} and {counts.size} values."
+                "`x`, `y`, `counts` and `noise` must have the same length. "
+                f"Received: {x.size}, {y.size}, {counts.size} and "
+                f"{noise.size} values."
             )
-        keep = np.isfinite(x) & np.isfinite(y) & (counts > 0)
+        keep = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (counts > 0)
+            & np.isfinite(noise)
+            & (noise > 0)
+        )
         if np.count_nonzero(keep) < 3:
             return None
-        x, y, counts = x[keep], y[keep], counts[keep]
+        x, y, counts, noise = x[keep], y[keep], counts[keep], noise[keep]
         center = float(np.mean(y))
         std = float(np.std(y))
         if not std > 0.0 or not np.isfinite(std):
             std = 1.0  # Constant losses: nothing to detect, keep it finite.
-        noise = np.mean(counts) / counts
-        return cls(x, (y - center) / std, noise, center, std)
+        relative = noise / counts
+        relative /= np.mean(relative)
+        return cls(x, (y - center) / std, relative, center, std)
 
     def take(self, idx: np.ndarray) -> _Data:
         return _Data(
             self.x[idx], self.y[idx], self.noise[idx], self.center, self.std
         )
+
+
+def _ones_or(values: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    if values is None:
+        return np.ones_like(like)
+    return np.asarray(values, dtype=np.float64).ravel()
 
 
 _BLAS: list[ThreadpoolController] = []

@@ -133,6 +133,59 @@ def test_chunk_means_get_less_noise():
     assert np.mean(heavy.std[:50]) < np.mean(light.std[:50])
 
 
+def test_per_point_noise_matches_the_gp_formulas():
+    """Heteroscedastic noise: the fit maximises the Gaussian likelihood and
+    the posterior is the textbook one, both written out in NumPy here."""
+    from scipy.stats import multivariate_normal
+
+    detector = MinimumDetector()
+    x, y = _u_curve(80, 0.5, 0.02, seed=6)
+    noise = np.where(x < 0.5, 1.0, 9.0)  # Three times the std at the end.
+    y = y + np.where(x < 0.5, 0.0, 0.04) * np.random.default_rng(0).normal(
+        size=x.size
+    )
+    scale2, noise2 = detector.fit_hyperparameters(x, y, noise=noise)
+    rel = noise / np.mean(noise)
+    k0 = np.exp(-0.5 * ((x[:, None] - x[None, :]) / 0.2) ** 2)
+
+    def log_lik(s2, n2):
+        cov = s2 * k0 + n2 * np.diag(rel)
+        return multivariate_normal(np.full(x.size, np.mean(y)), cov).logpdf(y)
+
+    best = log_lik(scale2, noise2)
+    for fs, fn in [(1.3, 1), (0.7, 1), (1, 1.3), (1, 0.7), (2, 2), (0.5, 0.5)]:
+        assert best > log_lik(scale2 * fs, noise2 * fn)
+    ours = detector.posterior(x, y, noise=noise)
+    grid = ours.x
+    cross = scale2 * np.exp(-0.5 * ((grid[:, None] - x[None, :]) / 0.2) ** 2)
+    gram = scale2 * k0 + noise2 * np.diag(rel)
+    mean = np.mean(y) + cross @ np.linalg.solve(gram, y - np.mean(y))
+    var = scale2 - np.sum(cross * np.linalg.solve(gram, cross.T).T, axis=1)
+    np.testing.assert_allclose(ours.mean, mean, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(
+        ours.std, np.sqrt(np.clip(var, 0, None)), atol=1e-6
+    )
+    # Noisier points constrain the curve less.
+    plain = detector.posterior(x, y)
+    assert np.mean(ours.std[-20:]) > np.mean(plain.std[-20:])
+
+
+def test_noise_is_relative_and_bad_entries_are_left_out():
+    detector = MinimumDetector()
+    x, y = _u_curve(90, 0.6, 0.05, seed=8)
+    plain = detector.test(x, y, key=2)
+    assert detector.test(x, y, key=2, noise=np.full(90, 7.0)) == plain
+    noise = np.ones(90)
+    noise[[4, 50]] = [0.0, np.nan]
+    keep = np.ones(90, dtype=bool)
+    keep[[4, 50]] = False
+    assert detector.test(x, y, key=2, noise=noise) == detector.test(
+        x[keep], y[keep], key=2
+    )
+    with pytest.raises(ValueError, match="same length"):
+        detector.test(x, y, noise=np.ones(3))
+
+
 def test_cost_is_bounded_by_subsampling(monkeypatch):
     """However many losses are recorded, the GP sees at most the caps."""
     sizes = {"fit": [], "posterior": []}
