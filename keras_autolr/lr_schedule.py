@@ -32,7 +32,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     >>> ctl = AutoLRController(total_steps=1000)
     >>> schedule = AutoLRSchedule(ctl)
     >>> float(schedule(0))  # == ctl.lr_at(0)
-    1e-05
+    0.0001
     """
 
     def __init__(self, controller):

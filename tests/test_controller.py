@@ -72,7 +72,7 @@ def test_switch_is_forced_at_the_cap():
     assert event["reason"] == "cap"
     assert event["step"] == ctl.switch_step == ctl.ramp_steps == 100
     # Warmup ends at the smoothed minimum so far: at or near the cap LR.
-    assert used[99] == pytest.approx(1e-5 * 1e5 ** (99 / 100))
+    assert used[99] == pytest.approx(1e-4 * 1e4 ** (99 / 100))
     assert 0.5 <= ctl.peak_lr <= 1.0
     assert used[100] == pytest.approx(ctl.peak_lr)
     assert used[-1] > 0.0

@@ -184,8 +184,8 @@ def test_cap_reached_says_so():
         ctl.step(1.0)
     assert ctl.events[-1]["reason"] == "cap"
     title = keras_autolr.plot(ctl).axes[0].get_title(loc="left")
-    assert ctl.ramp_steps == 50  # Half the budget.
-    assert title.startswith("AutoLR: warmup cap reached at step 50")
+    assert ctl.ramp_steps == 40  # 0.4 of the budget.
+    assert title.startswith("AutoLR: warmup cap reached at step 40")
     assert lr_text(ctl.peak_lr) in title
 
 
