@@ -570,12 +570,8 @@ class AutoLRController:
         x = centers / now
         if np.count_nonzero(np.isfinite(means)) < self.min_bins:
             return
-        # The loss is far noisier where it falls fast, or near the cliff,
-        # than on the initial plateau: each bin gets the noise of its own
-        # neighbourhood, in the spike filter and in the test.
-        noise = local_noise(means)
-        # One bad batch is neither a minimum nor an explosion.
-        raw, means = means, despike(means, scale=noise)
+        raw = means
+        means, noise, variance = detector_inputs(raw)
         # A minimum only counts once the loss has clearly fallen: a bump or
         # noise on the initial plateau is not the minimum of the LR curve.
         progress = _progress(means)
@@ -591,12 +587,7 @@ class AutoLRController:
             self._slow_step = effective
             self._revision += 1
         detection = self.detector.test(
-            x,
-            means,
-            counts,
-            key=self._num_checks,
-            # Exactly repeated losses have no noise to compare: uniform.
-            noise=noise**2 if np.all(noise[np.isfinite(means)] > 0) else None,
+            x, means, counts, key=self._num_checks, noise=variance
         )
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
@@ -784,6 +775,27 @@ class AutoLRController:
                 "minimum_lr": self._minimum_lr,
             }
         )
+
+
+def detector_inputs(
+    means: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The bin means as the test sees them, and the noise of each bin.
+
+    The loss is far noisier where it falls fast, or near the cliff, than on
+    the initial plateau: each bin gets the noise of its own neighbourhood
+    (`local_noise`), in the spike filter and in the test. One bad batch is
+    neither a minimum nor an explosion (`despike`).
+
+    Returns:
+        `(despiked means, noise std of each bin, noise variances for the
+        detector)`; the variances are `None` (the same noise everywhere)
+        when a record of exactly repeated losses has no noise to compare.
+    """
+    noise = local_noise(means)
+    finite = noise[np.isfinite(noise)]
+    variance = noise**2 if finite.size and np.all(finite > 0) else None
+    return despike(means, scale=noise), noise, variance
 
 
 def despike(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr.controller import AutoLRController
+from keras_autolr.controller import AutoLRController, detector_inputs
 from keras_autolr.detector import Posterior
 
 # LR curve resolution: enough for a smooth curve, cheap for any budget.
@@ -157,8 +157,10 @@ class _Facts:
         warm = np.isfinite(means) & (centers < now)
         posterior = None
         if np.count_nonzero(warm) >= 3:
+            # As the test saw them: despiked, with the noise of each bin.
+            seen, _, variance = detector_inputs(means[warm])
             posterior = ctl.detector.posterior(
-                centers[warm] / now, means[warm], counts[warm]
+                centers[warm] / now, seen, counts[warm], noise=variance
             )
         return cls(event, now, minimum_lr, minimum_step, posterior)
 

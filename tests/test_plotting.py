@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import keras_autolr  # noqa: E402
 from keras_autolr import AutoLRController, plotting, schedules  # noqa: E402
+from keras_autolr.controller import detector_inputs  # noqa: E402
 
 
 def lr_text(value):
@@ -129,6 +130,18 @@ def test_fit_run_artists(fit_run):
     # The GP covers the warmup, with the switch step as "now".
     gp_steps = line(loss_axes, "GP posterior mean").get_xdata()
     assert gp_steps[0] == 0 and gp_steps[-1] == event["step"]
+    # It is the curve the test saw: despiked bins, each with its own noise.
+    centers, means, counts = ctl.loss_bins()
+    warm = np.isfinite(means) & (centers < event["step"])
+    seen, _, variance = detector_inputs(means[warm])
+    expected = ctl.detector.posterior(
+        centers[warm] / event["step"], seen, counts[warm], noise=variance
+    )
+    np.testing.assert_allclose(
+        line(loss_axes, "GP posterior mean").get_ydata(),
+        expected.mean,
+        rtol=1e-12,
+    )
 
 
 def test_saved_state_files_plot_like_the_run(fit_run, tmp_path):
