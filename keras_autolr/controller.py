@@ -751,9 +751,7 @@ class AutoLRController:
         if not np.isfinite(means[-1]):
             return False
         finite = means[np.isfinite(means)]
-        window = min(window, finite.size)
-        windows = np.lib.stride_tricks.sliding_window_view(finite, window)
-        running = np.median(windows, axis=1)
+        running = _running_medians(finite, min(window, finite.size))
         lowest, noise = np.min(running), _noise(finite)
         return bool(
             running[-1] <= lowest + 2.0 * noise
@@ -886,10 +884,14 @@ def _risen(means: np.ndarray, noise: np.ndarray, window: int = 8) -> bool:
     level = means[finite]
     if level.size < window + 1:
         return False
-    running = np.median(
-        np.lib.stride_tricks.sliding_window_view(level, window), axis=1
-    )
+    running = _running_medians(level, window)
     return bool(running[-1] > np.min(running) + 2.0 * noise[finite][-1])
+
+
+def _running_medians(level: np.ndarray, window: int) -> np.ndarray:
+    """Medians of every `window` consecutive values."""
+    windows = np.lib.stride_tricks.sliding_window_view(level, window)
+    return np.median(windows, axis=1)
 
 
 def _noise(level: np.ndarray) -> float:
