@@ -155,6 +155,7 @@ class AutoLR(keras.callbacks.Callback):
         self.controller = None
         self.schedule = None
         self._optimizer = None
+        self._loss_scaled = False
         self._store = None
         self._snapshot = None
         self._pending = None
@@ -260,6 +261,11 @@ class AutoLR(keras.callbacks.Callback):
             ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
         self.schedule.sync()
+        if self._loss_scaled:
+            # A step that the loss-scale optimizer skipped (non-finite
+            # gradients) did not advance `iterations`: keep the schedule on
+            # the count of batches run, which is the budget's clock.
+            self.schedule.align(int(self._optimizer.iterations.numpy()))
         self._add_logs(logs)
         if was_warmup and ctl.phase == DECAY:
             self._on_switch()
@@ -349,7 +355,7 @@ class AutoLR(keras.callbacks.Callback):
                 )
             ctl.set_state(state)
         self.schedule.sync(force=True)
-        self.schedule.align(int(self._optimizer.iterations.numpy()))
+        self.schedule.align(int(self._optimizer.iterations.numpy()), force=True)
 
     def _keep_weights(self, at_check=False):
         """Keeps a copy of the weights while the loss is at its lowest.
@@ -459,12 +465,13 @@ class AutoLR(keras.callbacks.Callback):
             with self.model.distribute_strategy.scope():
                 self.schedule = AutoLRSchedule(self.controller)
         self.schedule.sync(force=True)
-        self.schedule.align(int(inner.iterations.numpy()))
+        self.schedule.align(int(inner.iterations.numpy()), force=True)
         # The LR variable stays in place (and tracked), so checkpoints of
         # the optimizer keep their layout; only the read is redirected.
         schedule = self.schedule
         inner._get_current_learning_rate = lambda: schedule(inner.iterations)
         self._optimizer = inner
+        self._loss_scaled = inner is not optimizer
         self.model.make_train_function(force=True)
 
     def _uninstall(self):

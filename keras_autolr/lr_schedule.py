@@ -53,6 +53,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             0.0, dtype="float32", trainable=False, name="autolr_step_offset"
         )
         self._synced_revision = None
+        self._offset = 0.0
         self.sync()
 
     def sync(self, force=False):
@@ -72,9 +73,19 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self._synced_revision = ctl.revision
         return True
 
-    def align(self, iterations):
-        """Makes optimizer step `iterations` the controller's next step."""
-        self.step_offset.assign(float(iterations) - self.controller.steps)
+    def align(self, iterations, force=False):
+        """Makes optimizer step `iterations` the controller's next step.
+
+        Returns:
+            Whether the offset was written to the device: if it changed, or
+            with `force`.
+        """
+        offset = float(iterations) - self.controller.steps
+        if offset == self._offset and not force:
+            return False
+        self.step_offset.assign(offset)
+        self._offset = offset
+        return True
 
     def __call__(self, step):
         step = ops.cast(step, "float32") - self.step_offset

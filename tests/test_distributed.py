@@ -130,6 +130,54 @@ def test_mixed_precision(policy):
     )
 
 
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")  # Sawtooth.
+def test_steps_skipped_by_the_loss_scale_optimizer_keep_the_schedule():
+    """A step with non-finite scaled gradients is skipped (no update, no
+    `iterations` increment) but is still a batch of the budget: the LR of
+    every batch is the controller's for that batch."""
+    steps, batch, epochs = 16, 8, 3
+    y = np.repeat(np.arange(1, steps + 1, dtype="float32"), batch)[:, None]
+    x = np.ones_like(y)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+        def loss(t, p):
+            # Worth exactly the target; on batch 5 (target 5) a gradient
+            # of 1e3 per sample, which the loss scale of 2**15 overflows
+            # in float16 at every epoch.
+            p = keras.ops.cast(p, "float32")
+            push = keras.ops.where(keras.ops.equal(t, 5.0), 1e3, 0.0)
+            zero = p - keras.ops.stop_gradient(p)
+            return keras.ops.mean(t) + keras.ops.mean(push * zero)
+
+        model.compile(optimizer=keras.optimizers.SGD(), loss=loss)
+        probe = StepLRs()
+        autolr = AutoLR(verbose=0, min_lr=1e-3)
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=epochs,
+            shuffle=False,
+            verbose=0,
+            callbacks=[autolr, probe],
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
+    ctl = autolr.controller
+    # The skips happened: one per epoch.
+    assert int(model.optimizer.iterations.numpy()) == steps * epochs - epochs
+    assert ctl.steps == steps * epochs
+    np.testing.assert_allclose(
+        probe.lrs,
+        ctl.lr_at(np.arange(steps * epochs)),
+        rtol=1e-6,
+        atol=1e-6 * ctl.peak_lr,
+    )
+
+
 class StepLRs(keras.callbacks.Callback):
     """The LR the (inner) optimizer will use, read before every step."""
 
