@@ -53,6 +53,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             0.0, dtype="float32", trainable=False, name="autolr_step_offset"
         )
         self._synced_revision = None
+        self._written = {}  # Host copies of the values last written.
         self._offset = 0.0
         self.sync()
 
@@ -65,11 +66,20 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         ctl = self.controller
         if ctl.revision == self._synced_revision and not force:
             return False
-        self.switch_step.assign(float(ctl.switch_step))
-        self.slow_step.assign(float(ctl.slow_step_value))
-        # The current decay: the first one, or the restart after a rescue.
-        self.decay_start.assign(float(ctl.decay_start))
-        self.peak_lr.assign(float(ctl.decay_peak_lr))
+        values = {
+            "switch_step": float(ctl.switch_step),
+            "slow_step": float(ctl.slow_step_value),
+            # The current decay: the first one, or the restart after a
+            # rescue.
+            "decay_start": float(ctl.decay_start),
+            "peak_lr": float(ctl.decay_peak_lr),
+        }
+        # Most revisions move one value (the provisional peak, at each
+        # test): write only what changed, one device write each.
+        for name, value in values.items():
+            if force or self._written.get(name) != value:
+                getattr(self, name).assign(value)
+                self._written[name] = value
         self._synced_revision = ctl.revision
         return True
 
