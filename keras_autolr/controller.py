@@ -589,6 +589,10 @@ class AutoLRController:
         detection = self.detector.test(
             x, means, counts, key=self._num_checks, noise=variance
         )
+        if not detection.probabilities:
+            # No point with a finite loss and noise: nothing was tested.
+            self._consecutive = 0
+            return
         self._num_checks += 1
         self._last_probability = float(np.mean(detection.probabilities))
         # The GP's verdict counts only if the recorded losses agree: near
@@ -786,13 +790,17 @@ def detector_inputs(
     neither a minimum nor an explosion (`despike`).
 
     Returns:
-        `(despiked means, noise std of each bin, noise variances for the
-        detector)`; the variances are `None` (the same noise everywhere)
+        `(despiked means, noise std of each bin, relative noise variances
+        for the detector)`; the variances are `None` (the same noise everywhere)
         when a record of exactly repeated losses has no noise to compare.
     """
     noise = local_noise(means)
     finite = noise[np.isfinite(noise)]
-    variance = noise**2 if finite.size and np.all(finite > 0) else None
+    variance = None
+    if finite.size and np.all(finite > 0):
+        # Relative variances are all the detector needs; relative to the
+        # largest, they cannot overflow.
+        variance = (noise / np.max(finite)) ** 2
     return despike(means, scale=noise), noise, variance
 
 

@@ -368,6 +368,8 @@ class _Data:
         if not std > 0.0 or not np.isfinite(std):
             std = 1.0  # Constant losses: nothing to detect, keep it finite.
         relative = noise / counts
+        # Scaled by the largest first: a mean of huge variances overflows.
+        relative /= np.max(relative)
         relative /= np.mean(relative)
         return cls(x, (y - center) / std, relative, center, std)
 

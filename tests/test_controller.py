@@ -286,6 +286,18 @@ def test_any_loss_sequence_gives_a_sane_schedule(losses, total):
     assert lr == 0.0
 
 
+@pytest.mark.parametrize("huge", [7.38e153, 1.28e154])
+def test_huge_losses_give_a_finite_schedule(huge):
+    """Found by the test above: noise variances of ~1e307 overflowed."""
+    ctl = AutoLRController(total_steps=8, min_bins=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lrs = [ctl.step(loss) for loss in [0.0, huge] + [1.0] * 6]
+    assert np.all(np.isfinite(lrs))
+    assert np.isfinite(ctl.peak_lr) and ctl.peak_lr > 0.0
+    assert lrs[-1] == 0.0
+
+
 def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
     """An explosion: no waiting for `patience` tests while the LR grows."""
 

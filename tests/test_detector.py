@@ -184,6 +184,11 @@ def test_noise_is_relative_and_bad_entries_are_left_out():
     )
     with pytest.raises(ValueError, match="same length"):
         detector.test(x, y, noise=np.ones(3))
+    # Any scale: variances near the float64 limit, whose mean overflows.
+    varied = np.linspace(0.5, 2.0, 90)
+    assert detector.test(x, y, key=2, noise=1e307 * varied) == detector.test(
+        x, y, key=2, noise=varied
+    )
 
 
 def test_cost_is_bounded_by_subsampling(monkeypatch):
