@@ -626,10 +626,15 @@ class AutoLRController:
         ):
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
-            # would let the LR grow further into that regime. The loss was
-            # still falling fast right up to the cliff, so the smoothed
-            # minimum sits at its edge: land at half of it.
-            self._switch("explosion", 0.5 * peak_lr, effective)
+            # would let the LR grow further into that regime. Land at most
+            # at half the LR of the last step run: when the loss was still
+            # falling right up to the cliff, the smoothed minimum sits at
+            # its edge and is no safe LR.
+            self._switch(
+                "explosion",
+                self.peak_fraction * min(self._minimum_lr, 0.5 * last),
+                effective,
+            )
         elif peak_lr != self._peak_lr:
             # Provisional: if the cap comes first, warmup ends at the LR of
             # the smoothed minimum rather than at the overshoot.

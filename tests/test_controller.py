@@ -313,7 +313,30 @@ def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
     # one-batch spike), at the next test: well before `patience=10` tests
     # would have ended warmup.
     assert first_bad + 2 <= event["step"] <= first_bad + 2 + 5
+    # The loss fell right up to the cliff: the smoothed minimum sits at
+    # its edge, and warmup lands at half the LR of the last step run.
+    assert event["minimum_lr"] > 0.5 * event["lr_before"]
+    assert ctl.peak_lr == pytest.approx(0.5 * event["lr_before"], rel=1e-12)
     assert ctl.peak_lr < 0.05
+
+
+def test_after_an_explosion_far_past_the_minimum_warmup_lands_at_it():
+    """A minimum well below the cliff is a real one: no halving."""
+
+    def loss_of_lr(lr):  # Best at 3e-3, a slow rise, a cliff at 0.1.
+        if lr >= 0.1:
+            return 2.4
+        if lr < 3e-3:
+            return 1.0 + 0.3 * math.log10(lr / 3e-3) ** 2
+        return 1.0 + 0.1 * math.log10(lr / 3e-3)
+
+    ctl = AutoLRController(total_steps=1000, check_every=5, patience=50)
+    drive(ctl, loss_of_lr, 500, noise=0.01)
+    (event,) = ctl.events
+    assert event["reason"] == "explosion"
+    assert event["minimum_lr"] < 0.5 * event["lr_before"]
+    assert ctl.peak_lr == event["minimum_lr"]
+    assert 1e-3 < ctl.peak_lr < 1e-2
 
 
 def test_one_test_per_update_even_for_chunks_wider_than_bins():
