@@ -54,6 +54,7 @@ def train(
     import keras
 
     from keras_autolr import AutoLR
+    from keras_autolr.snapshot import VariableReader, snapshot_variables
 
     x, y = digits()
     keras.utils.set_random_seed(seed)
@@ -84,7 +85,15 @@ def train(
         callbacks=[autolr, lrs],
     )
     ctl = autolr.controller
+    variables = snapshot_variables(model)
+    read = VariableReader(variables)()
     return {
+        # The batched read of the weight copies sees every replica's
+        # variables as a variable-by-variable read does.
+        "reader_matches": all(
+            np.array_equal(a, v.numpy())
+            for a, v in zip(read, variables, strict=True)
+        ),
         "events": ctl.events,
         "lr": ctl.lr_at(np.arange(ctl.total_steps + 1)).tolist(),
         "weights": np.concatenate(

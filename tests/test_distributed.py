@@ -69,6 +69,7 @@ def test_mirrored_strategy_matches_a_single_device(tmp_path, devices):
         runs[name] = json.loads(out.read_text())
     single, mirrored = runs["single"], runs["mirrored"]
     assert mirrored["events"] == single["events"]
+    assert mirrored["reader_matches"] and single["reader_matches"]
     np.testing.assert_allclose(mirrored["lr"], single["lr"], rtol=1e-12)
     # Weights are not compared: the reduction order across replicas differs
     # in the last bits, and training near the peak LR amplifies that.
