@@ -82,6 +82,11 @@ def test_overhead_quick(tmp_path):
                 pair["autolr"]["seconds"] / pair["reader"]["seconds"]
             )
         assert isinstance(r["target_met"], bool)
+        assert r["median_cpu_ratio"] > 0
         for pair in r["pairs"]:
-            assert pair["autolr"]["checks"] >= 0
+            assert pair["autolr"]["checks"] >= pair["autolr"]["detector_runs"]
+            assert pair["autolr"]["detector_runs"] >= 0
             assert pair["autolr"]["switch_reason"] is not None
+            assert pair["cpu_ratio"] == pytest.approx(
+                pair["autolr"]["cpu_seconds"] / pair["baseline"]["cpu_seconds"]
+            )

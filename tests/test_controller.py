@@ -15,6 +15,16 @@ def u_loss(lr, best=1e-2):
     return 1.0 + 0.3 * math.log10(lr / best) ** 2
 
 
+def drive_lrs(ctl, loss_of_lr, steps, seed=0, noise=0.01):
+    """`drive`, one step at a time: yields the LR each step used."""
+    rng = np.random.default_rng(seed)
+    lr = ctl.lr
+    for _ in range(steps):
+        used = lr
+        lr = ctl.step(loss_of_lr(lr) + noise * rng.normal())
+        yield used
+
+
 def drive(ctl, loss_of_lr, steps, seed=0, noise=0.05):
     """Runs `steps` steps; returns the LR used by each step.
 
@@ -213,9 +223,20 @@ def test_reference_cadence_checks_once_per_epoch():
         return original(*args, **kwargs)
 
     ctl.detector.test = spy
-    drive(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 500, noise=0.01)
-    # The last check is at the cap: it may still set the peak LR.
-    assert calls == list(range(50, 501, 50))
+    checks = []
+    for _ in drive_lrs(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 500):
+        checks.append(ctl.num_checks)
+    # One test per 50 steps, the last one at the cap: it may still set
+    # the peak LR.
+    steps = np.arange(1, 501)
+    np.testing.assert_array_equal(checks, steps // 50)
+    # The GP runs only at tests, and not where the loss is at its lowest
+    # and cannot have passed its minimum; always at the cap, where its
+    # smoothed minimum sets the LR that warmup ends at.
+    assert set(calls) < set(range(50, 501, 50))
+    assert calls[-1] == 500
+    assert len(calls) == ctl.detector_runs < ctl.num_checks == 10
+    assert ctl.switch_event["reason"] == "cap"
 
 
 @pytest.mark.parametrize(
@@ -339,23 +360,61 @@ def test_after_an_explosion_far_past_the_minimum_warmup_lands_at_it():
     assert 1e-3 < ctl.peak_lr < 1e-2
 
 
+def test_no_gp_runs_before_the_loss_has_clearly_fallen():
+    """Before the loss has fallen, neither a vote nor an explosion counts:
+    the GP is skipped, but for the last test before the cap."""
+    flat = AutoLRController(total_steps=400, check_every=4)
+    drive(flat, lambda lr: 2.0, 400, noise=0.01)
+    (event,) = flat.events
+    assert event["reason"] == "cap" and event["step"] == 160
+    # One test every 4 steps, but the GP runs only at the cap, step 160,
+    # where it still sets the peak LR.
+    assert flat.num_checks == 160 // 4 - 1  # From 8 bins on.
+    assert flat.detector_runs == 1
+    assert event["minimum_lr"] is not None
+    assert event["peak_lr"] == flat.peak_lr == event["minimum_lr"]
+
+    falling = AutoLRController(total_steps=400, check_every=4)
+    used = drive(falling, u_loss, 400, noise=0.01)
+    # The GP runs once the loss has fallen and risen again, long before
+    # the cap, and only then.
+    assert falling.switch_event["reason"] == "minimum"
+    assert falling.patience <= falling.detector_runs < falling.num_checks
+    assert falling.switch_step < 150
+    assert u_loss(used[0]) - u_loss(used[falling.switch_step - 1]) > 0.1
+
+
+def test_the_lr_of_a_step_follows_every_decision():
+    """The LR of a step is cached between decisions, never across one."""
+    ctl = AutoLRController(total_steps=400)
+    before = ctl.lr_at(300)
+    assert before == ctl.lr_at(np.array([300.0]))[0] > 0.0
+    drive(ctl, u_loss, 200, noise=0.01)
+    assert ctl.phase == "decay"
+    after = ctl.lr_at(300)
+    assert after != before
+    assert after == ctl.lr_at(np.array([300.0]))[0]
+    # A state with the same revision but another peak.
+    state = ctl.get_state()
+    state["peak_lr"] *= 0.5
+    ctl.set_state(state)
+    assert ctl.lr_at(300) == pytest.approx(0.5 * after, rel=1e-12)
+    assert ctl.lr_at(300) == ctl.lr_at(np.array([300.0]))[0]
+
+
 def test_one_test_per_update_even_for_chunks_wider_than_bins():
     """A chunk spanning several test points runs one test, never two."""
     ctl = AutoLRController(
         total_steps=640, bin_steps=1, check_every=8, max_warmup_fraction=0.5
     )
     rng = np.random.default_rng(0)
-    tests = []
-    original = ctl.detector.test
-
-    def spy(*args, **kwargs):
-        tests.append(ctl.steps)
-        return original(*args, **kwargs)
-
-    ctl.detector.test = spy
+    checks = []
     for start in range(0, 640, 32):  # A clean decreasing staircase.
         ctl.update(2.0 - start / 640 + 0.01 * rng.normal(), num_steps=32)
-    assert tests == list(range(32, 321, 32))
+        checks.append(ctl.num_checks)
+    # One test per update of 32 steps (4 test points each), up to the cap
+    # at step 320; none in decay.
+    assert checks == list(range(1, 11)) + [10] * 10
     (event,) = ctl.events
     assert event["reason"] == "cap"
 
@@ -555,8 +614,8 @@ def test_local_noise_follows_the_noise_of_each_stretch():
     np.testing.assert_array_equal(local_noise(np.ones(40)), np.zeros(40))
 
 
-def test_risen_needs_the_recent_losses_clearly_above_their_lowest():
-    from keras_autolr.controller import _risen, local_noise
+def test_rise_is_how_far_the_recent_losses_are_above_their_lowest():
+    from keras_autolr.controller import _rise, local_noise
 
     rng = np.random.default_rng(1)
     t = np.linspace(0.0, 1.0, 120)
@@ -565,11 +624,22 @@ def test_risen_needs_the_recent_losses_clearly_above_their_lowest():
         "u": 1.0 + 4.0 * (t - 0.6) ** 2,
         "knee": np.maximum(2.0 - 3.0 * t, 1.0),  # Falls, then levels off.
     }
-    risen = {}
+    rise = {}
     for name, level in shapes.items():
         means = level + 0.01 * rng.normal(size=t.size)
-        risen[name] = _risen(means, local_noise(means))
-    assert risen == {"falling": False, "u": True, "knee": False}
+        rise[name] = _rise(means, local_noise(means))
+    # Still falling: the latest median is the lowest.
+    assert rise["falling"] == 0.0
+    # Levelled off: above the lowest median by noise only, no vote.
+    assert 0.0 <= rise["knee"] <= 2.0
+    # Risen by 0.16 over noise of 0.01.
+    assert rise["u"] > 10.0
+    # By hand: medians of 8 of a V, noise 1 everywhere.
+    v = np.abs(np.arange(-10.0, 11.0))
+    noise = np.ones_like(v)
+    running = np.median(np.lib.stride_tricks.sliding_window_view(v, 8), 1)
+    assert _rise(v, noise) == running[-1] - running.min()
+    assert _rise(v[:8], noise[:8]) == 0.0  # Too few bins.
 
 
 def _lr_range_loss(lr, rng):
