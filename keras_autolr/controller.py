@@ -635,12 +635,15 @@ class AutoLRController:
         # the knee, both of which can pass for a minimum behind us.
         rise = _rise(means, noise) if made_progress else 0.0
         at_cap = now + self.check_every > self._switch_step
-        if not (exploded or rise > 0.0 or at_cap):
-            # Nothing the GP says can count: the loss has not clearly
-            # fallen yet, or it is still at its lowest. The GP is most of a
-            # test's cost, so it runs only where it can decide, and at the
-            # last test before the cap, whose smoothed minimum sets the LR
-            # that warmup ends at there.
+        if not (made_progress or at_cap):
+            # Nothing the GP says can count before the loss has clearly
+            # fallen. The GP is most of a test's cost: it runs from then
+            # on, and at the last test before the cap, whose smoothed
+            # minimum sets the LR that warmup ends at there. (Not only
+            # where the loss has risen: the Keras adapter keeps weights
+            # more often once the GP sees the minimum coming, and those
+            # copies decide what a rollback restores. Skipping it while
+            # the loss was at its lowest cost 1 to 17 points at B=8192.)
             self._consecutive = 0
             self._last_probability = None
             return
