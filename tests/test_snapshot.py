@@ -9,10 +9,10 @@ from keras_autolr.snapshot import (
 )
 
 
-def fitted_model(steps=4):
+def fitted_model(steps=4, seed=0):
     """A small MLP after a few Adam steps: non-trivial optimizer state."""
     x, y = support.digits(256)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
             keras.Input((64,)),
@@ -50,6 +50,21 @@ def test_the_reader_returns_every_value_bit_for_bit():
     after = reader()
     assert not np.array_equal(before[0], after[0])
     np.testing.assert_array_equal(after[0], variables[0].numpy())
+
+
+def test_models_of_the_same_layout_each_read_their_own_values():
+    """The read function is shared by all models of one layout: it must
+    read the variables it is given, not those it was first traced with."""
+    first, _ = fitted_model(seed=1)
+    second, _ = fitted_model(seed=2)
+    for model in (first, second, first):
+        variables = snapshot_variables(model)
+        values = VariableReader(variables)()
+        for variable, value in zip(variables, values, strict=True):
+            np.testing.assert_array_equal(value, variable.numpy())
+    assert not np.array_equal(
+        first.weights[0].numpy(), second.weights[0].numpy()
+    )
 
 
 def test_restore_puts_back_weights_and_optimizer_state_exactly():
