@@ -14,12 +14,7 @@ import keras
 from keras_autolr.backup import StateStore
 from keras_autolr.controller import DECAY, AutoLRController
 from keras_autolr.lr_schedule import AutoLRSchedule
-from keras_autolr.snapshot import (
-    VariableReader,
-    WeightSnapshot,
-    all_finite,
-    snapshot_variables,
-)
+from keras_autolr.snapshot import WeightSnapshot, all_finite
 
 # At most this many tests between two weight copies while the loss falls.
 _SNAPSHOT_CHECKS = 4
@@ -224,9 +219,8 @@ class AutoLR(keras.callbacks.Callback):
         self._warn_if_tests_come_late()
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
-        reader = VariableReader(snapshot_variables(self.model))
-        self._snapshot = WeightSnapshot(self.model, reader)  # Confirmed.
-        self._pending = WeightSnapshot(self.model, reader)  # Not judged yet.
+        self._snapshot = WeightSnapshot(self.model)  # Confirmed.
+        self._pending = WeightSnapshot(self.model)  # Not judged yet.
         self._snapshot_checks = 0
         self._install()
         self._resume_pending = True

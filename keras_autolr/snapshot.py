@@ -14,23 +14,16 @@ class WeightSnapshot:
     Adam-type optimizers, 3x the model size) in host RAM.
 
     Args:
-        model: a built, compiled Keras model.
-        reader: the `VariableReader` of the model's weights and optimizer
-            state to copy with; snapshots of the same model can share one.
-            Defaults to `None`: a reader of their own.
+        model: a compiled Keras model. Its optimizer may be built later
+            (Keras builds it at the first train step): each copy takes the
+            variables that exist when it is taken.
     """
 
-    def __init__(self, model, reader=None):
+    def __init__(self, model):
         self.model = model
-        self._reader = reader
+        self._variables = None
         self._values = None
         self.step = None
-
-    @property
-    def reader(self):
-        if self._reader is None:
-            self._reader = VariableReader(snapshot_variables(self.model))
-        return self._reader
 
     @property
     def taken(self):
@@ -38,21 +31,21 @@ class WeightSnapshot:
 
     def take(self, step):
         """Copies the current weights if they are all finite."""
-        values = self.reader()
+        variables = snapshot_variables(self.model)
+        values = read_values(variables)
         if not all_finite(values):
             return False
-        self._values = values
+        self._variables, self._values = variables, values
         self.step = step
         return True
 
     def restore(self):
         """Writes the copy back into the model and optimizer."""
-        for variable, value in zip(
-            self.reader.variables, self._values, strict=True
-        ):
+        for variable, value in zip(self._variables, self._values, strict=True):
             variable.assign(value)
 
     def release(self):
+        self._variables = None
         self._values = None
 
 
@@ -67,8 +60,8 @@ def snapshot_variables(model):
     ]
 
 
-class VariableReader:
-    """Reads many variables into NumPy arrays in one device call.
+def read_values(variables):
+    """The values of `variables`, as NumPy arrays, in one device call.
 
     Reading variables one by one costs one eager op and one device-to-host
     transfer each (about 0.2 ms each for a small model on this CPU). With
@@ -77,19 +70,11 @@ class VariableReader:
     variables as arguments, so it is traced once per process for models of
     the same layout, not once per `fit`. Other backends read variable by
     variable.
-
-    Args:
-        variables: the `keras.Variable`s to read, in order.
     """
-
-    def __init__(self, variables):
-        self.variables = list(variables)
-
-    def __call__(self):
-        """The current values, one NumPy array per variable."""
-        if keras.backend.backend() != "tensorflow":
-            return [keras.ops.convert_to_numpy(v) for v in self.variables]
-        return [t.numpy() for t in _read_all([v.value for v in self.variables])]
+    if keras.backend.backend() != "tensorflow":
+        return [keras.ops.convert_to_numpy(v) for v in variables]
+    # `numpy()` of a CPU tensor may share memory with it: copy.
+    return [np.array(t) for t in _read_all([v.value for v in variables])]
 
 
 _READ_ALL = []

@@ -54,7 +54,7 @@ def train(
     import keras
 
     from keras_autolr import AutoLR
-    from keras_autolr.snapshot import VariableReader, snapshot_variables
+    from keras_autolr.snapshot import read_values, snapshot_variables
 
     x, y = digits()
     keras.utils.set_random_seed(seed)
@@ -86,7 +86,7 @@ def train(
     )
     ctl = autolr.controller
     variables = snapshot_variables(model)
-    read = VariableReader(variables)()
+    read = read_values(variables)
     return {
         # The batched read of the weight copies sees every replica's
         # variables as a variable-by-variable read does.

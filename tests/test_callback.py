@@ -23,7 +23,7 @@ class Recorder(keras.callbacks.Callback):
         self.epoch_logs.append(dict(logs))
 
 
-def abs_model(dtype="float64"):
+def abs_model(dtype="float64", optimizer=None):
     """One weight `w`, loss `|w - 1|` with gradient sign(w - 1) exactly.
 
     Plain SGD then moves `w` by exactly the LR of each step, so the LR that
@@ -40,7 +40,7 @@ def abs_model(dtype="float64"):
     )
     model = keras.Model(inputs, layer(inputs))
     model.compile(
-        optimizer=keras.optimizers.SGD(),
+        optimizer=optimizer or keras.optimizers.SGD(),
         loss=lambda y, p: keras.ops.mean(keras.ops.abs(p - 1.0)),
     )
     return model, layer
@@ -419,6 +419,60 @@ def test_weights_roll_back_to_the_lowest_loss_at_the_switch():
     ]
     assert kept and best <= kept[-1] < s
     assert loss[kept[-1]] < 0.2 * loss[0]
+
+
+class StateTrace(keras.callbacks.Callback):
+    """The weights and optimizer slots after every batch (and at start)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        skip = {id(optimizer.iterations), id(optimizer._learning_rate)}
+        self.values.append(
+            [w.numpy().copy() for w in self.model.weights]
+            + [
+                v.numpy().copy()
+                for v in optimizer.variables
+                if id(v) not in skip
+            ]
+        )
+
+    def on_train_begin(self, logs=None):
+        self.values = []
+
+
+def test_the_switch_restores_the_optimizer_state_with_the_weights():
+    """The optimizer is built at the first train step, after AutoLR's
+    on_train_begin: its copies must still hold Adam's moments."""
+    model, _ = abs_model(optimizer=keras.optimizers.Adam())
+    assert not model.optimizer.built
+    x, y = ones(20)
+    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
+    trace = StateTrace()
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr, trace],
+    )
+    s = autolr.controller.switch_step
+    # trace.values[k] is read after AutoLR's hook of step k: the state
+    # restored at the switch is in trace.values[s - 1].
+    restored = trace.values[s - 1]
+    assert len(restored) == 3  # The kernel, Adam's m and v.
+    kept = [
+        k
+        for k in range(s - 2)
+        if all(
+            np.array_equal(a, b)
+            for a, b in zip(trace.values[k], restored, strict=True)
+        )
+    ]
+    # Weights and moments both come from one earlier step.
+    assert kept
+    assert not np.array_equal(trace.values[s - 2][1], restored[1])
 
 
 def test_a_first_test_late_on_the_ramp_is_warned_about():

@@ -3,15 +3,14 @@ import numpy as np
 import support
 
 from keras_autolr.snapshot import (
-    VariableReader,
     WeightSnapshot,
+    read_values,
     snapshot_variables,
 )
 
 
-def fitted_model(steps=4, seed=0):
-    """A small MLP after a few Adam steps: non-trivial optimizer state."""
-    x, y = support.digits(256)
+def compiled_model(seed=0):
+    """A small MLP with Adam, compiled; the optimizer is not built yet."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -24,12 +23,23 @@ def fitted_model(steps=4, seed=0):
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model
+
+
+def fit(model, steps=4):
+    x, y = support.digits(256)
     model.fit(x, y, batch_size=64, epochs=1, steps_per_epoch=steps, verbose=0)
-    return model, (x, y)
 
 
-def test_the_reader_returns_every_value_bit_for_bit():
-    model, _ = fitted_model()
+def fitted_model(seed=0):
+    """After a few Adam steps: non-trivial optimizer state."""
+    model = compiled_model(seed)
+    fit(model)
+    return model
+
+
+def test_reads_return_every_value_bit_for_bit():
+    model = fitted_model()
     variables = snapshot_variables(model)
     optimizer = model.optimizer
     # Weights, then Adam's two slots per weight; no step counter, no LR.
@@ -37,30 +47,29 @@ def test_the_reader_returns_every_value_bit_for_bit():
     ids = {id(v) for v in variables}
     assert id(optimizer.iterations) not in ids
     assert id(optimizer._learning_rate) not in ids
-    values = VariableReader(variables)()
+    values = read_values(variables)
     assert len(values) == len(variables)
     for variable, value in zip(variables, values, strict=True):
         expected = variable.numpy()
         assert value.dtype == expected.dtype
         np.testing.assert_array_equal(value, expected)
-    # Values read now, not when the reader was built: it follows training.
-    reader = VariableReader(variables)
-    before = reader()
-    model.fit(*fitted_model()[1], batch_size=64, epochs=1, verbose=0)
-    after = reader()
-    assert not np.array_equal(before[0], after[0])
-    np.testing.assert_array_equal(after[0], variables[0].numpy())
+    # A copy: training goes on without changing it.
+    kept = [v.copy() for v in values]
+    fit(model)
+    assert not np.array_equal(values[0], variables[0].numpy())
+    for value, copy in zip(values, kept, strict=True):
+        np.testing.assert_array_equal(value, copy)
 
 
 def test_models_of_the_same_layout_each_read_their_own_values():
     """The read function is shared by all models of one layout: it must
     read the variables it is given, not those it was first traced with."""
-    first, _ = fitted_model(seed=1)
-    second, _ = fitted_model(seed=2)
+    first, second = fitted_model(seed=1), fitted_model(seed=2)
     for model in (first, second, first):
         variables = snapshot_variables(model)
-        values = VariableReader(variables)()
-        for variable, value in zip(variables, values, strict=True):
+        for variable, value in zip(
+            variables, read_values(variables), strict=True
+        ):
             np.testing.assert_array_equal(value, variable.numpy())
     assert not np.array_equal(
         first.weights[0].numpy(), second.weights[0].numpy()
@@ -68,17 +77,22 @@ def test_models_of_the_same_layout_each_read_their_own_values():
 
 
 def test_restore_puts_back_weights_and_optimizer_state_exactly():
-    model, data = fitted_model()
+    # Made before the optimizer is built, as AutoLR does in
+    # on_train_begin: the copy must still hold the optimizer's slots.
+    model = compiled_model()
     snapshot = WeightSnapshot(model)
     assert not snapshot.taken
+    fit(model)
     assert snapshot.take(step=7)
     assert snapshot.taken and snapshot.step == 7
     variables = snapshot_variables(model)
+    assert len(variables) == 3 * len(model.weights)
     kept = [v.numpy().copy() for v in variables]
     iterations = int(model.optimizer.iterations.numpy())
-    model.fit(*data, batch_size=64, epochs=1, verbose=0)
+    fit(model)
     moved = int(model.optimizer.iterations.numpy())
     assert moved > iterations
+    assert not np.array_equal(variables[-1].numpy(), kept[-1])
     snapshot.restore()
     for variable, value in zip(variables, kept, strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
@@ -89,7 +103,7 @@ def test_restore_puts_back_weights_and_optimizer_state_exactly():
 
 
 def test_non_finite_weights_are_not_kept():
-    model, _ = fitted_model()
+    model = fitted_model()
     snapshot = WeightSnapshot(model)
     assert snapshot.take(step=1)
     good = model.weights[0].numpy().copy()
