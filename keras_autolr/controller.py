@@ -388,7 +388,8 @@ class AutoLRController:
 
     @property
     def detector_runs(self) -> int:
-        """Tests that ran the GP: those where its verdict could count."""
+        """Tests that ran the GP: every test from the first where the loss
+        had clearly fallen, and the last one before the cap."""
         return self._detector_runs
 
     @property
