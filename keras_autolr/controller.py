@@ -994,9 +994,10 @@ def _noise(level: np.ndarray) -> float:
     return float(1.4826 * mad / np.sqrt(2))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Progress:
-    """How far warmup has brought the recorded loss."""
+    """How far warmup has brought the recorded loss (compared by identity:
+    it holds an array)."""
 
     start: float  # Median of the first 8 finite bins.
     recent: float  # Median of the last 8 finite bins.
