@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_autolr import AutoLR
+from keras_autolr.snapshot import snapshot_variables
 
 
 class Recorder(keras.callbacks.Callback):
@@ -391,19 +392,8 @@ def test_weights_roll_back_to_the_lowest_loss_at_the_switch():
     """|w - 1| overshoots as the LR grows; the switch restores the weights
     kept at the lowest loss seen at a test, then decays from there."""
     model, layer = abs_model()
-    x, y = ones(20)
-    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
     trace = WeightTrace(layer)
-    model.fit(
-        x,
-        y,
-        batch_size=4,
-        epochs=10,
-        shuffle=False,
-        verbose=0,
-        callbacks=[autolr, trace],
-    )
-    s = autolr.controller.switch_step
+    s = fit_abs(model, trace).controller.switch_step
     # trace.values[k] is read after AutoLR's hook of step k - 1, so
     # trace.values[s] already holds the weights restored at the switch.
     loss = np.abs(np.asarray(trace.values) - 1.0)
@@ -422,32 +412,21 @@ def test_weights_roll_back_to_the_lowest_loss_at_the_switch():
 
 
 class StateTrace(keras.callbacks.Callback):
-    """The weights and optimizer slots after every batch (and at start)."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        optimizer = self.model.optimizer
-        skip = {id(optimizer.iterations), id(optimizer._learning_rate)}
-        self.values.append(
-            [w.numpy().copy() for w in self.model.weights]
-            + [
-                v.numpy().copy()
-                for v in optimizer.variables
-                if id(v) not in skip
-            ]
-        )
+    """The weights and optimizer slots after every batch."""
 
     def on_train_begin(self, logs=None):
         self.values = []
 
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(
+            [v.numpy().copy() for v in snapshot_variables(self.model)]
+        )
 
-def test_the_switch_restores_the_optimizer_state_with_the_weights():
-    """The optimizer is built at the first train step, after AutoLR's
-    on_train_begin: its copies must still hold Adam's moments."""
-    model, _ = abs_model(optimizer=keras.optimizers.Adam())
-    assert not model.optimizer.built
+
+def fit_abs(model, *callbacks):
+    """10 epochs of 5 steps of `abs_model` with AutoLR; returns AutoLR."""
     x, y = ones(20)
     autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
-    trace = StateTrace()
     model.fit(
         x,
         y,
@@ -455,9 +434,18 @@ def test_the_switch_restores_the_optimizer_state_with_the_weights():
         epochs=10,
         shuffle=False,
         verbose=0,
-        callbacks=[autolr, trace],
+        callbacks=[autolr, *callbacks],
     )
-    s = autolr.controller.switch_step
+    return autolr
+
+
+def test_the_switch_restores_the_optimizer_state_with_the_weights():
+    """The optimizer is built at the first train step, after AutoLR's
+    on_train_begin: its copies must still hold Adam's moments."""
+    model, _ = abs_model(optimizer=keras.optimizers.Adam())
+    assert not model.optimizer.built
+    trace = StateTrace()
+    s = fit_abs(model, trace).controller.switch_step
     # trace.values[k] is read after AutoLR's hook of step k: the state
     # restored at the switch is in trace.values[s - 1].
     restored = trace.values[s - 1]
