@@ -56,6 +56,7 @@ def test_detector_cost_quick(tmp_path):
         assert 0 < r["check_ms_median"] <= r["check_ms_p90"]
         assert len(r["check_ms_all"]) == r["repeats"] == 5
         assert r["checks_while_feeding"] > 0
+        assert 0 <= r["gp_runs_while_feeding"] <= r["checks_while_feeding"]
 
 
 @pytest.mark.slow
