@@ -30,6 +30,7 @@ from keras_autolr.detector import Posterior
 _GRID_POINTS = 2000
 _DECAYS = {
     "cosine": "cosine decay",
+    "linear": "linear decay",
     "constant_cosine": "constant LR, then cosine decay",
 }
 _SWITCH = "C3"  # Colour of everything about the decision.

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 WARMUPS = ("exponential", "linear")
-DECAYS = ("cosine", "constant_cosine")
+DECAYS = ("cosine", "linear", "constant_cosine")
 
 # Plain-Python floats: ~10x cheaper than NumPy ufuncs on a scalar, for the
 # per-step LR on the host.
@@ -51,6 +51,11 @@ def linear_ramp(
     return min_lr + (max_lr - min_lr) * (step / ramp_steps)
 
 
+def _progress(step: Any, start: Any, end: Any, xp: Any) -> Any:
+    """How far `step` is from `start` (0) to `end` (1), clipped to [0, 1]."""
+    return xp.clip((step - start) / xp.maximum(end - start, 1.0), 0.0, 1.0)
+
+
 def cosine_decay(
     step: Any, peak_lr: Any, start: Any, end: Any, xp: Any = np
 ) -> Any:
@@ -58,8 +63,19 @@ def cosine_decay(
 
     Steps before `start` give `peak_lr`, steps after `end` give 0.
     """
-    progress = xp.clip((step - start) / xp.maximum(end - start, 1.0), 0.0, 1.0)
+    progress = _progress(step, start, end, xp)
     return peak_lr * 0.5 * (1.0 + xp.cos(math.pi * progress))
+
+
+def linear_decay(
+    step: Any, peak_lr: Any, start: Any, end: Any, xp: Any = np
+) -> Any:
+    """Straight line from `peak_lr` at `start` to exactly 0 at `end`.
+
+    Steps before `start` give `peak_lr`, steps after `end` give 0.
+    """
+    progress = _progress(step, start, end, xp)
+    return peak_lr * (1.0 - progress)
 
 
 def constant_cosine_decay(
@@ -104,9 +120,12 @@ def decay(
     cooldown_steps: float,
     xp: Any = np,
 ) -> Any:
-    """The decay named by `kind` (`"cosine"` or `"constant_cosine"`)."""
+    """The decay named by `kind`: `"cosine"`, `"linear"` or
+    `"constant_cosine"`."""
     if kind == "cosine":
         return cosine_decay(step, peak_lr, start, end, xp=xp)
+    if kind == "linear":
+        return linear_decay(step, peak_lr, start, end, xp=xp)
     if kind == "constant_cosine":
         return constant_cosine_decay(
             step, peak_lr, start, end, cooldown_steps, xp=xp

@@ -65,12 +65,19 @@ class WeightTrace(keras.callbacks.Callback):
         self.values.append(float(self.layer.kernel.numpy()[0, 0]))
 
 
-def test_applied_lr_equals_the_controller_every_step():
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_applied_lr_equals_the_controller_every_step(decay):
     keras.utils.set_random_seed(0)
     model, layer = abs_model()
     x, y = ones(20)
     # The weights must move by the LR alone: no rollback of the weights.
-    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0, restore_weights=False)
+    autolr = AutoLR(
+        verbose=0,
+        min_lr=1e-4,
+        max_lr=10.0,
+        restore_weights=False,
+        decay=decay,
+    )
     trace = WeightTrace(layer)
     recorder = Recorder()
     model.fit(

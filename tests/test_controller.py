@@ -89,7 +89,7 @@ def test_switch_is_forced_at_the_cap():
     assert ctl.lr_at(400) == 0.0
 
 
-@pytest.mark.parametrize("decay", ["cosine", "constant_cosine"])
+@pytest.mark.parametrize("decay", schedules.DECAYS)
 def test_lr_reaches_zero_exactly_at_total_steps(decay):
     ctl = AutoLRController(total_steps=500, decay=decay)
     used = drive(ctl, u_loss, 500)

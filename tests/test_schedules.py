@@ -39,6 +39,18 @@ def test_cosine_decay_formula_endpoints_and_monotonicity():
     assert schedules.cosine_decay(900.0, 0.2, 100.0, 500.0) == 0.0
 
 
+def test_linear_decay_formula_endpoints_and_constant_slope():
+    steps = np.arange(100, 501, dtype=np.float64)
+    lr = schedules.linear_decay(steps, 0.2, 100.0, 500.0)
+    np.testing.assert_allclose(lr, 0.2 * (500 - steps) / 400, rtol=1e-12)
+    assert lr[0] == 0.2
+    assert lr[-1] == 0.0
+    np.testing.assert_allclose(np.diff(lr), -0.2 / 400, rtol=1e-9)
+    # Clamped outside [start, end].
+    assert schedules.linear_decay(50.0, 0.2, 100.0, 500.0) == 0.2
+    assert schedules.linear_decay(900.0, 0.2, 100.0, 500.0) == 0.0
+
+
 def test_constant_cosine_holds_then_cools_down():
     steps = np.arange(100, 1001, dtype=np.float64)
     lr = schedules.constant_cosine_decay(steps, 0.3, 100.0, 1000.0, 200.0)
@@ -56,7 +68,7 @@ def test_constant_cosine_holds_then_cools_down():
 
 
 @pytest.mark.parametrize("warmup", ["exponential", "linear"])
-@pytest.mark.parametrize("decay", ["cosine", "constant_cosine"])
+@pytest.mark.parametrize("decay", schedules.DECAYS)
 def test_autolr_joins_ramp_and_decay_at_the_switch(warmup, decay):
     kw = dict(
         warmup=warmup,
