@@ -17,7 +17,9 @@ README = os.path.join(HERE, os.pardir, "README.md")
 SECTIONS = (
     ("quality", "Quality: zero-tuning AutoLR versus a tuned grid"),
     ("detector_cost", "Cost of one minimum test"),
+    ("switch_ceiling", "The best switch decision, in hindsight"),
     ("overhead", "Overhead of AutoLR in `fit`"),
+    ("overhead_long", "Overhead of AutoLR in a five times longer `fit`"),
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -32,7 +32,9 @@ def load(directory, stem):
     return json.loads((directory / f"{stem}.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["detector_cost.py", "overhead.py"])
+@pytest.mark.parametrize(
+    "name", ["detector_cost.py", "overhead.py", "switch_ceiling.py"]
+)
 def test_help(name):
     out = run_script(name, "--help").stdout
     assert "--quick" in out and "--out" in out
@@ -61,9 +63,12 @@ def test_detector_cost_quick(tmp_path):
 
 @pytest.mark.slow
 def test_overhead_quick(tmp_path):
-    proc = run_script("overhead.py", "--quick", "--out", str(tmp_path))
+    proc = run_script(
+        "overhead.py", "--quick", "--out", str(tmp_path), "--name", "short"
+    )
     assert "| spe |" in proc.stdout
-    result = load(tmp_path, "overhead")
+    assert not (tmp_path / "overhead.json").exists()
+    result = load(tmp_path, "short")
     env = result["environment"]
     assert ENVIRONMENT_KEYS | {"tensorflow", "keras"} <= set(env)
     assert result["settings"]["pairs"] == 2
@@ -91,3 +96,30 @@ def test_overhead_quick(tmp_path):
             assert pair["cpu_ratio"] == pytest.approx(
                 pair["autolr"]["cpu_seconds"] / pair["baseline"]["cpu_seconds"]
             )
+
+
+@pytest.mark.slow
+def test_switch_ceiling_quick(tmp_path):
+    proc = run_script("switch_ceiling.py", "--quick", "--out", str(tmp_path))
+    assert "| switch step |" in proc.stdout
+    result = load(tmp_path, "switch_ceiling")
+    settings = result["settings"]
+    runs, cells = result["runs"], result["cells"]
+    # Every cell on every seed; the cells best first, each the mean of its
+    # runs; no peak above the LR its ramp reached.
+    assert len(runs) == len(cells) * len(settings["seeds"]) > 0
+    means = [c["mean_accuracy"] for c in cells]
+    assert means == sorted(means, reverse=True)
+    for cell in cells:
+        mine = [
+            r["test_accuracy"]
+            for r in runs
+            if (r["switch_step"], r["peak_lr"])
+            == (cell["switch_step"], cell["peak_lr"])
+        ]
+        assert cell["mean_accuracy"] == pytest.approx(sum(mine) / len(mine))
+        reached = 1e-4 * 1e4 ** (
+            (cell["switch_step"] - 1) / int(0.4 * settings["total_steps"])
+        )
+        assert cell["peak_lr"] <= reached
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs)
