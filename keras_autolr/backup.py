@@ -1,11 +1,12 @@
-"""Crash-safe files of the controller state, one per completed epoch.
+"""Crash-safe files of the controller state, one per completed epoch, and of
+the weight copies that the states refer to.
 
-Pure Python, no Keras. Each file is written to a temporary name, flushed to
-disk and renamed over the final name, so a process killed during a save
-leaves either the previous files or the new one, never a torn file. The last
-few epochs are kept, so the state that matches a model checkpoint saved a
+No Keras. Each file is written to a temporary name, flushed to disk and
+renamed over the final name, so a process killed during a save leaves
+either the previous files or the new one, never a torn file. The last few
+epochs are kept, so the state that matches a model checkpoint saved a
 little earlier or later (e.g. by `keras.callbacks.BackupAndRestore`) is
-still there.
+still there, with the weight copies it names.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ import re
 import tempfile
 from typing import Any
 
+import numpy as np
+
 _NAME = "autolr-epoch-{:06d}.json"
 _PATTERN = re.compile(r"^autolr-epoch-(\d{6})\.json$")
+_WEIGHTS = "autolr-weights-{:09d}.npz"
+_WEIGHTS_PATTERN = re.compile(r"^autolr-weights-(\d{9})\.npz$")
+# The key of a saved state that names its weight copies: a list of steps,
+# `None` for a copy that was not taken.
+WEIGHT_STEPS = "weight_steps"
 
 
 class StateStore:
@@ -61,23 +69,65 @@ class StateStore:
         return sorted(found)
 
     def save(self, epochs_done: int, state: dict[str, Any]) -> None:
-        """Atomically writes the state after `epochs_done` epochs."""
+        """Atomically writes the state after `epochs_done` epochs.
+
+        Then deletes the states beyond the newest `keep`, and the weight
+        copies that no kept state names under `WEIGHT_STEPS`.
+        """
+        self._write(self.path(epochs_done), "w", lambda f: json.dump(state, f))
+        for old in self.epochs()[: -self.keep]:
+            os.unlink(self.path(old))
+        named = set()
+        for epoch in self.epochs():
+            named.update((self.load(epoch) or {}).get(WEIGHT_STEPS) or ())
+        for step in self.weight_steps():
+            if step not in named:
+                os.unlink(self.weights_path(step))
+
+    def weights_path(self, step: int) -> str:
+        return os.path.join(self.directory, _WEIGHTS.format(step))
+
+    def weight_steps(self) -> list[int]:
+        """Steps that have a weight copy, oldest first."""
+        found = []
+        for name in os.listdir(self.directory):
+            match = _WEIGHTS_PATTERN.match(name)
+            if match:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def save_weights(self, step: int, arrays: list[np.ndarray]) -> None:
+        """Atomically writes the copy taken at `step`, unless it exists
+        (a copy is never retaken at the same step)."""
+        path = self.weights_path(step)
+        if os.path.exists(path):
+            return
+        named = {f"a{i:05d}": a for i, a in enumerate(arrays)}
+        self._write(path, "wb", lambda f: np.savez(f, **named))
+
+    def load_weights(self, step: int) -> list[np.ndarray] | None:
+        """The copy taken at `step`, or `None`."""
+        try:
+            with np.load(self.weights_path(step)) as data:
+                return [data[name] for name in sorted(data.files)]
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path: str, mode: str, write: Any) -> None:
         fd, tmp = tempfile.mkstemp(
             prefix=".autolr-", suffix=".tmp", dir=self.directory
         )
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(state, f)
+            with os.fdopen(fd, mode) as f:
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path(epochs_done))
+            os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
         _fsync_directory(self.directory)
-        for old in self.epochs()[: -self.keep]:
-            os.unlink(self.path(old))
 
     def load(self, epochs_done: int) -> dict[str, Any] | None:
         """The state saved after `epochs_done` epochs, or `None`."""

@@ -11,7 +11,7 @@ import warnings
 
 import keras
 
-from keras_autolr.backup import StateStore
+from keras_autolr.backup import WEIGHT_STEPS, StateStore
 from keras_autolr.controller import DECAY, AutoLRController
 from keras_autolr.lr_schedule import AutoLRSchedule
 from keras_autolr.snapshot import WeightSnapshot, all_finite
@@ -71,8 +71,11 @@ class AutoLR(keras.callbacks.Callback):
             with the same command, whose model resumes at epoch `k` (through
             `keras.callbacks.BackupAndRestore`, or a checkpoint and
             `fit(initial_epoch=k)`), continues from the state after epoch
-            `k` with the same decisions. Defaults to `None`: state kept in
-            memory only.
+            `k` with the same decisions. With `restore_weights`, the weight
+            copies that a rollback would restore are written there too
+            (up to two copies of the model and optimizer state), so that
+            the restarted run rolls back to the same weights. Defaults to
+            `None`: state kept in memory only.
         restore_weights: keep a host copy of the weights and optimizer
             state from when the loss was at its lowest, and put it back
             when warmup ends (the overshoot past the minimum can damage a
@@ -280,7 +283,9 @@ class AutoLR(keras.callbacks.Callback):
         if self.restore_weights:
             self._keep_weights()
         if self._store is not None:
-            self._store.save(epoch + 1, self.controller.get_state())
+            state = self.controller.get_state()
+            state[WEIGHT_STEPS] = self._save_weights()
+            self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):
         self._uninstall()
@@ -354,6 +359,8 @@ class AutoLR(keras.callbacks.Callback):
                     "a new schedule, start at epoch 0."
                 )
             ctl.set_state(state)
+        if self._store and self.restore_weights and not self._snapshot.taken:
+            self._load_weights(epoch)
         self.schedule.sync(force=True)
         self.schedule.align(int(self._optimizer.iterations.numpy()), force=True)
 
@@ -384,6 +391,39 @@ class AutoLR(keras.callbacks.Callback):
                 return
         if self._pending.take(ctl.steps):
             self._snapshot_checks = ctl.num_checks
+
+    def _save_weights(self):
+        """Writes the weight copies to `backup_dir`; returns their steps,
+        `[confirmed, pending]` (`None` where there is none), for the state
+        of this epoch."""
+        steps = []
+        for snapshot in (self._snapshot, self._pending):
+            if snapshot.taken:
+                self._store.save_weights(snapshot.step, snapshot.values)
+            steps.append(snapshot.step if snapshot.taken else None)
+        return steps
+
+    def _load_weights(self, epoch):
+        """Reads back the weight copies named by the state after `epoch`
+        epochs, so that a restarted run rolls back to the same weights."""
+        state = self._store.load(epoch) or {}
+        steps = state.get(WEIGHT_STEPS) or [None, None]
+        pairs = zip((self._snapshot, self._pending), steps, strict=True)
+        for snapshot, step in pairs:
+            if step is None:
+                continue
+            values = self._store.load_weights(step)
+            if values is None:
+                warnings.warn(
+                    f"AutoLR: the weight copy of step {step} named by the "
+                    f"state after epoch {epoch} is missing from "
+                    f"{self.backup_dir}; a rollback will use the copies "
+                    "kept from now on.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                return
+            snapshot.load(step, values)
 
     def _restore_weights(self):
         """Puts back the confirmed copy (else the pending one); returns the

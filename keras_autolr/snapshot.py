@@ -39,9 +39,38 @@ class WeightSnapshot:
         self.step = step
         return True
 
+    @property
+    def values(self):
+        """The copied arrays (weights, then optimizer state), or `None`."""
+        return self._values
+
+    def load(self, step, values):
+        """Takes a copy read back from disk (`values` as in `values`).
+
+        It is matched to the model's variables when restored: after a
+        restart the optimizer may not be built yet.
+        """
+        self._variables, self._values = None, list(values)
+        self.step = step
+
     def restore(self):
-        """Writes the copy back into the model and optimizer."""
-        for variable, value in zip(self._variables, self._values, strict=True):
+        """Writes the copy back into the model and optimizer.
+
+        Raises:
+            ValueError: if a copy read back from disk does not fit the
+                model's variables (another model, or another optimizer).
+        """
+        variables = self._variables or snapshot_variables(self.model)
+        shapes = [tuple(v.shape) for v in variables]
+        if shapes != [a.shape for a in self._values]:
+            raise ValueError(
+                f"The weight copy of step {self.step} has {len(self._values)} "
+                f"arrays that do not fit the model and optimizer "
+                f"({len(variables)} variables): was `backup_dir` written by "
+                "another model or optimizer? Give this run its own "
+                "`backup_dir`."
+            )
+        for variable, value in zip(variables, self._values, strict=True):
             variable.assign(value)
 
     def release(self):

@@ -81,7 +81,14 @@ def main(argv=None):
     )
     ctl = autolr.controller
     with open(os.path.join(args.workdir, "result.json"), "w") as f:
-        json.dump({"events": ctl.events, "steps": ctl.steps}, f)
+        json.dump(
+            {
+                "events": ctl.events,
+                "steps": ctl.steps,
+                "weights": [w.tolist() for w in model.get_weights()],
+            },
+            f,
+        )
     return 0
 
 

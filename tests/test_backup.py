@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from keras_autolr import backup
@@ -54,3 +55,60 @@ def test_leftovers_of_a_killed_save_are_ignored_then_removed(tmp_path):
     assert store.epochs() == [4]
     StateStore(tmp_path)  # The next run's store cleans up.
     assert os.listdir(tmp_path) == ["autolr-epoch-000004.json"]
+
+
+def test_weight_copies_round_trip_bit_for_bit(tmp_path):
+    store = StateStore(tmp_path)
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(3, 4)).astype("float32") for _ in range(12)]
+    arrays.append(np.float64(2.5) * np.ones(()))  # A scalar slot.
+    store.save_weights(48, arrays)
+    loaded = store.load_weights(48)
+    assert len(loaded) == len(arrays)
+    for a, b in zip(loaded, arrays, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert store.weight_steps() == [48]
+    assert store.load_weights(7) is None
+    # A copy is written once per step: the first one stays.
+    store.save_weights(48, [np.zeros(1)])
+    assert len(store.load_weights(48)) == len(arrays)
+
+
+def test_copies_no_kept_state_names_are_deleted(tmp_path):
+    store = StateStore(tmp_path, keep=2)
+    # As the callback does: the copies, then the state that names them.
+    store.save_weights(10, [np.full(2, 10)])
+    store.save(1, {"steps": 10, backup.WEIGHT_STEPS: [10, None]})
+    store.save_weights(20, [np.full(2, 20)])
+    store.save(2, {"steps": 20, backup.WEIGHT_STEPS: [10, 20]})
+    assert store.weight_steps() == [10, 20]
+    store.save_weights(30, [np.full(2, 30)])
+    store.save(3, {"steps": 30, backup.WEIGHT_STEPS: [20, 30]})
+    assert store.epochs() == [2, 3]
+    assert store.weight_steps() == [10, 20, 30]
+    store.save(4, {"steps": 40, backup.WEIGHT_STEPS: [30, None]})
+    assert store.weight_steps() == [20, 30]
+    np.testing.assert_array_equal(store.load_weights(30), [np.full(2, 30)])
+    # A copy no state names yet (a run killed between the two writes) goes
+    # at the next save; so do those of states without copies
+    # (restore_weights=False, or a state of an older version).
+    store.save_weights(50, [np.full(2, 50)])
+    store.save(5, {"steps": 50})
+    store.save(6, {"steps": 60})
+    assert store.weight_steps() == []
+
+
+def test_a_crash_while_writing_a_copy_leaves_no_file(tmp_path, monkeypatch):
+    store = StateStore(tmp_path)
+
+    def torn_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backup.np, "savez", torn_savez)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_weights(5, [np.ones(3)])
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+    assert store.load_weights(5) is None

@@ -1,3 +1,4 @@
+import json
 import warnings
 
 import keras
@@ -430,15 +431,17 @@ class StateTrace(keras.callbacks.Callback):
         )
 
 
-def fit_abs(model, *callbacks):
-    """10 epochs of 5 steps of `abs_model` with AutoLR; returns AutoLR."""
+def fit_abs(model, *callbacks, initial_epoch=0, epochs=10, **options):
+    """10 epochs of 20 steps of `abs_model` with AutoLR (more `options`);
+    `initial_epoch` and `epochs` go to `fit`. Returns the AutoLR."""
     x, y = ones(20)
-    autolr = AutoLR(verbose=0, min_lr=1e-4, max_lr=10.0)
+    autolr = AutoLR(epochs=10, verbose=0, min_lr=1e-4, max_lr=10.0, **options)
     model.fit(
         x,
         y,
         batch_size=4,
-        epochs=10,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
         shuffle=False,
         verbose=0,
         callbacks=[autolr, *callbacks],
@@ -482,3 +485,62 @@ def test_a_first_test_late_on_the_ramp_is_warned_about():
     autolr = AutoLR(verbose=0, epochs=64)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[autolr])
     assert autolr.controller.ramp_steps == 408  # 0.4 x 1024, in bins of 8.
+
+
+def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
+    """The copy that the switch restores was kept before the restart: it
+    comes back from `backup_dir`, and the run ends where an uninterrupted
+    one does."""
+    model, layer = abs_model()
+    trace = WeightTrace(layer)
+    whole = fit_abs(model, trace)
+    switch = whole.controller.switch_step
+    # The switch (step 64) restores the copy of step 48: a restart after
+    # epoch 3 (step 60) falls between them.
+    kept = [j for j in range(switch) if trace.values[j] == trace.values[switch]]
+    assert kept[-1] < 60 < switch
+    backup = tmp_path / "autolr"
+
+    interrupted, _ = abs_model()
+    fit_abs(interrupted, epochs=3, backup_dir=backup)
+    assert (
+        48
+        in json.loads((backup / "autolr-epoch-000003.json").read_text())[
+            "weight_steps"
+        ]
+    )
+    assert copies_on_disk(backup) == copies_named(backup) >= {48}
+    # A new callback, as in a new process: nothing kept in memory. The
+    # model goes on from its weights after epoch 3 (SGD has no state).
+    resumed = fit_abs(interrupted, initial_epoch=3, backup_dir=backup)
+    assert resumed.controller.events == whole.controller.events
+    # Copies that no kept state names are gone.
+    assert copies_on_disk(backup) == copies_named(backup)
+    assert 48 not in copies_on_disk(backup)
+    np.testing.assert_array_equal(
+        interrupted.get_weights(), model.get_weights()
+    )
+
+    # Without the copies on disk, the same restart ends elsewhere.
+    for copy in backup.glob("*.npz"):
+        copy.unlink()
+    again, _ = abs_model()
+    fit_abs(again, epochs=3, backup_dir=tmp_path / "other")
+    for copy in (tmp_path / "other").glob("*.npz"):
+        copy.unlink()
+    with pytest.warns(RuntimeWarning, match="weight copy of step .* missing"):
+        fit_abs(again, initial_epoch=3, backup_dir=tmp_path / "other")
+    assert not np.array_equal(again.get_weights(), model.get_weights())
+
+
+def copies_on_disk(backup):
+    return {int(p.stem.rsplit("-", 1)[1]) for p in backup.glob("*.npz")}
+
+
+def copies_named(backup):
+    return {
+        step
+        for p in backup.glob("autolr-epoch-*.json")
+        for step in json.loads(p.read_text())["weight_steps"]
+        if step is not None
+    }

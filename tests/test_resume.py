@@ -85,8 +85,8 @@ def test_checkpoint_and_initial_epoch_resume(tmp_path):
 
     fit = dict(x=x, y=y, batch_size=64, shuffle=False, verbose=0)
     whole = AutoLR(epochs=10, verbose=0)
-    model = fresh_model()
-    model.fit(epochs=10, callbacks=[whole], **fit)
+    whole_model = fresh_model()
+    whole_model.fit(epochs=10, callbacks=[whole], **fit)
 
     ckpt = str(tmp_path / "model.keras")
     first = AutoLR(epochs=10, verbose=0, backup_dir=tmp_path / "autolr")
@@ -97,11 +97,15 @@ def test_checkpoint_and_initial_epoch_resume(tmp_path):
         **fit,
     )
     # A new process would do exactly this: load, new callback, resume.
-    model = keras.models.load_model(ckpt)
+    resumed = keras.models.load_model(ckpt)
     second = AutoLR(epochs=10, verbose=0, backup_dir=tmp_path / "autolr")
-    model.fit(initial_epoch=6, epochs=10, callbacks=[second], **fit)
+    resumed.fit(initial_epoch=6, epochs=10, callbacks=[second], **fit)
     assert second.controller.get_state() == whole.controller.get_state()
     assert second.controller.events == whole.controller.events
+    for a, b in zip(
+        resumed.get_weights(), whole_model.get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resuming_without_a_saved_state_says_what_to_do(tmp_path):

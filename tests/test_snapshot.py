@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import support
 
 from keras_autolr.snapshot import (
@@ -115,3 +116,30 @@ def test_non_finite_weights_are_not_kept():
     assert snapshot.step == 1
     snapshot.restore()
     np.testing.assert_array_equal(model.weights[0].numpy(), good)
+
+
+def test_a_copy_read_back_from_disk_restores_into_a_new_model():
+    """After a restart: the copy's arrays, no variables bound yet."""
+    source = fitted_model(seed=0)
+    kept = read_values(snapshot_variables(source))
+    target = fitted_model(seed=1)
+    snapshot = WeightSnapshot(target)
+    snapshot.load(12, kept)
+    assert snapshot.taken and snapshot.step == 12
+    snapshot.restore()
+    for variable, value in zip(snapshot_variables(target), kept, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_a_copy_of_another_model_is_refused():
+    kept = read_values(snapshot_variables(fitted_model()))
+    other = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    other.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    other.fit(np.zeros((8, 64)), np.zeros((8, 10)), verbose=0)
+    snapshot = WeightSnapshot(other)
+    snapshot.load(3, kept)
+    before = [v.numpy().copy() for v in other.weights]
+    with pytest.raises(ValueError, match="step 3 .* another model"):
+        snapshot.restore()
+    for variable, value in zip(other.weights, before, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
