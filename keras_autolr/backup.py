@@ -84,6 +84,13 @@ class StateStore:
             if step not in named:
                 os.unlink(self.weights_path(step))
 
+    def clear(self) -> None:
+        """Deletes every state and weight copy: a new run starts."""
+        for epoch in self.epochs():
+            os.unlink(self.path(epoch))
+        for step in self.weight_steps():
+            os.unlink(self.weights_path(step))
+
     def weights_path(self, step: int) -> str:
         return os.path.join(self.directory, _WEIGHTS.format(step))
 

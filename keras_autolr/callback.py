@@ -74,8 +74,9 @@ class AutoLR(keras.callbacks.Callback):
             `k` with the same decisions. With `restore_weights`, the weight
             copies that a rollback would restore are written there too
             (up to two copies of the model and optimizer state), so that
-            the restarted run rolls back to the same weights. Defaults to
-            `None`: state kept in memory only.
+            the restarted run rolls back to the same weights. A `fit` from
+            epoch 0 is a new run: it deletes the AutoLR files of an earlier
+            one there. Defaults to `None`: state kept in memory only.
         restore_weights: keep a host copy of the weights and optimizer
             state from when the loss was at its lowest, and put it back
             when warmup ends (the overshoot past the minimum can damage a
@@ -339,10 +340,20 @@ class AutoLR(keras.callbacks.Callback):
         return int(epochs), int(steps)
 
     def _resume(self, epoch):
-        """Brings the controller to the start of epoch `epoch`."""
+        """Brings the controller to the start of epoch `epoch`.
+
+        A fit that starts at epoch 0 starts a new schedule, even with a
+        callback that has run before; the states and weight copies of an
+        earlier run in `backup_dir` are deleted then (they would be taken
+        for this run's after a restart).
+        """
         ctl = self.controller
         expected = epoch * self._steps_per_epoch
-        if ctl.steps != expected:
+        if epoch == 0:
+            ctl.reset()
+            if self._store is not None:
+                self._store.clear()
+        elif ctl.steps != expected:
             state = self._store.load(epoch) if self._store else None
             if state is None:
                 raise ValueError(
@@ -356,7 +367,7 @@ class AutoLR(keras.callbacks.Callback):
                     )
                     + "To resume a run, pass the same `backup_dir=` to "
                     "AutoLR in the interrupted and the resumed run; to start "
-                    "a new schedule, start at epoch 0."
+                    "a new schedule, fit from epoch 0."
                 )
             ctl.set_state(state)
         if self._store and self.restore_weights and not self._snapshot.taken:

@@ -221,6 +221,10 @@ class AutoLRController:
             "seed": self.detector.seed,
         }
 
+    def reset(self) -> None:
+        """Forgets every recorded loss and decision: a new schedule."""
+        self._reset()
+
     def _reset(self) -> None:
         self._steps = 0
         self._switch_step = self.ramp_steps

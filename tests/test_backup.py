@@ -112,3 +112,13 @@ def test_a_crash_while_writing_a_copy_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
     assert store.load_weights(5) is None
+
+
+def test_clear_deletes_states_and_copies_only(tmp_path):
+    store = StateStore(tmp_path)
+    store.save_weights(5, [np.ones(2)])
+    store.save(1, {"steps": 5, backup.WEIGHT_STEPS: [5, None]})
+    (tmp_path / "model.keras").write_text("not ours")
+    store.clear()
+    assert store.epochs() == [] and store.weight_steps() == []
+    assert os.listdir(tmp_path) == ["model.keras"]

@@ -544,3 +544,36 @@ def copies_named(backup):
         for step in json.loads(p.read_text())["weight_steps"]
         if step is not None
     }
+
+
+def test_a_second_fit_from_epoch_0_starts_a_new_schedule(tmp_path):
+    """The same callback in a second `fit` from epoch 0 (a notebook cell
+    run twice) behaves as a new one; a reused `backup_dir` forgets the
+    earlier run."""
+    backup = tmp_path / "autolr"
+
+    def run(autolr):
+        model, layer = abs_model()
+        trace, recorder = WeightTrace(layer), Recorder()
+        x, y = ones(20)
+        fit = dict(batch_size=4, shuffle=False, verbose=0)
+        model.fit(x, y, epochs=10, callbacks=[autolr, trace, recorder], **fit)
+        return trace.values, [
+            logs["learning_rate"] for logs in recorder.batch_logs
+        ]
+
+    options = dict(epochs=10, verbose=0, min_lr=1e-4, max_lr=10.0)
+    reused = AutoLR(backup_dir=backup, **options)
+    run(reused)
+    first_events = reused.controller.events
+    (backup / "autolr-epoch-000099.json").write_text("{}")  # Stale.
+    again = run(reused)
+    fresh = run(AutoLR(**options))
+    assert again == fresh
+    assert again[1][0] == pytest.approx(1e-4)
+    assert reused.controller.steps == 200
+    assert reused.controller.events == first_events  # Same model and data.
+    # The earlier run's states are gone; this run's last three are there.
+    assert sorted(p.name for p in backup.glob("*.json")) == [
+        f"autolr-epoch-{e:06d}.json" for e in (8, 9, 10)
+    ]
