@@ -39,17 +39,15 @@ under `--out` (default `benchmarks/results`).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy
+from provenance import environment as base_environment
 
 from keras_autolr import AutoLRController, MinimumDetector
 
@@ -113,22 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def environment() -> dict:
     """Date, machine and versions, for the record."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # Not Linux.
-        cpus = os.cpu_count()
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "nproc": cpus,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-    }
+    return base_environment(scipy=scipy.__version__)
 
 
 def make_losses(n: int, seed: int) -> list[float]:

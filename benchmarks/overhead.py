@@ -72,11 +72,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -84,6 +81,7 @@ from pathlib import Path  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from provenance import environment as base_environment  # noqa: E402
 
 from keras_autolr import AutoLR  # noqa: E402
 
@@ -167,24 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def environment() -> dict:
     """Date, machine and versions, for the record."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # Not Linux.
-        cpus = os.cpu_count()
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "nproc": cpus,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-    }
+    return base_environment(
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
+        backend=keras.backend.backend(),
+    )
 
 
 def make_data(seed: int, samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,11 +25,8 @@ import argparse
 import json
 import math
 import multiprocessing
-import platform
-import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import quality  # noqa: E402  (the benchmark whose setup this one shares)
+from provenance import environment  # noqa: E402
 
 FULL = {
     "epochs": 20,
@@ -241,7 +239,7 @@ def main(argv=None):
     ]
     data_args = (args.cache_dir, settings["train_size"], settings["test_size"])
     data_args += (42,)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    env = environment()  # Its date is the start.
     start = time.perf_counter()
     print(f"{len(jobs)} runs, {args.workers} worker(s).", flush=True)
     if args.workers == 1:
@@ -255,14 +253,11 @@ def main(argv=None):
             runs = pool.map(train, jobs, chunksize=1)
     rows = summarize(runs)
     meta = dict(
+        env,
         optimizer=args.optimizer,
-        command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        date=started,
         wall_time_s=time.perf_counter() - start,
         workers=args.workers,
         code=quality.code_version(),
-        python=platform.python_version(),
-        nproc=multiprocessing.cpu_count(),
     )
     print(write(args.out, meta, settings, runs, rows))
 
