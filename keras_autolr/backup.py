@@ -61,12 +61,7 @@ class StateStore:
 
     def epochs(self) -> list[int]:
         """Completed-epoch counts that have a state, oldest first."""
-        found = []
-        for name in os.listdir(self.directory):
-            match = _PATTERN.match(name)
-            if match:
-                found.append(int(match.group(1)))
-        return sorted(found)
+        return self._numbers(_PATTERN)
 
     def save(self, epochs_done: int, state: dict[str, Any]) -> None:
         """Atomically writes the state after `epochs_done` epochs.
@@ -96,12 +91,12 @@ class StateStore:
 
     def weight_steps(self) -> list[int]:
         """Steps that have a weight copy, oldest first."""
-        found = []
-        for name in os.listdir(self.directory):
-            match = _WEIGHTS_PATTERN.match(name)
-            if match:
-                found.append(int(match.group(1)))
-        return sorted(found)
+        return self._numbers(_WEIGHTS_PATTERN)
+
+    def _numbers(self, pattern: re.Pattern) -> list[int]:
+        """The numbers in the names of the files matching `pattern`, sorted."""
+        names = (pattern.match(name) for name in os.listdir(self.directory))
+        return sorted(int(match.group(1)) for match in names if match)
 
     def save_weights(self, step: int, arrays: list[np.ndarray]) -> None:
         """Atomically writes the copy taken at `step`, unless it exists
