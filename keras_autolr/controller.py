@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr import schedules
+from keras_autolr import background, schedules
 from keras_autolr.detector import MinimumDetector
 
 WARMUP = "warmup"
@@ -51,9 +51,16 @@ class AutoLRController:
     smoothed loss minimum and decays from there to 0 at `total_steps`. A
     loss that climbs back to its starting level (an explosion, or a
     network that died) ends warmup at the next test, at the smoothed
-    minimum's LR but at most half the LR reached; a non-finite loss at
+    minimum's LR but at most half the LR tested; a non-finite loss at
     once. If the cap comes first, warmup ends there at the LR of the
     smoothed minimum so far.
+
+    A test runs on a background thread while training goes on, and its
+    answer takes effect at the next test point, `check_every` steps later
+    (or at the cap, if that comes first): the training thread does not
+    wait for the GP, and the fixed delay makes every decision the same
+    whether the thread is fast or slow, and in every process. The test at
+    the cap, and a non-finite loss, act at once.
 
     Args:
         total_steps: the step budget; the LR is 0 from this step on.
@@ -104,6 +111,10 @@ class AutoLRController:
             pairwise (bins get twice as wide). Defaults to `1024`.
         seed: seed of the detector's subsampling; equal seeds and losses
             give equal decisions in every process. Defaults to `0`.
+        background: run the tests on a background thread. `False` runs
+            them on the calling thread, with the same decisions (each
+            still acts one test later); not part of `get_config()`, since
+            it changes no decision. Defaults to `True`.
 
     Example:
 
@@ -136,6 +147,7 @@ class AutoLRController:
         min_bins: int = 8,
         max_bins: int = 1024,
         seed: int = 0,
+        background: bool = True,
     ) -> None:
         _check_int("total_steps", total_steps, 2)
         _check_float("min_lr", min_lr, low=0.0, low_open=True)
@@ -183,6 +195,12 @@ class AutoLRController:
         self.bin_steps = int(bin_steps)
         self.min_bins = int(min_bins)
         self.max_bins = int(max_bins)
+        if not isinstance(background, bool):
+            raise ValueError(
+                "Argument `background` must be True or False. "
+                f"Received: background={background!r}"
+            )
+        self.background = background
         self.detector = MinimumDetector(
             num_tests=num_tests, confidence=confidence, seed=seed
         )
@@ -244,6 +262,9 @@ class AutoLRController:
         self._events: list[dict[str, Any]] = []
         self._revision = 0
         self._lr_cache: tuple[int, dict[float, float]] = (-1, {})
+        # A test or decay guard started at the last test point, acted on at
+        # the next one.
+        self._pending: _Pending | None = None
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly, as JSON-compatible values.
@@ -271,6 +292,9 @@ class AutoLRController:
             "last_probability": self._last_probability,
             "events": [dict(e) for e in self._events],
             "revision": self._revision,
+            "pending": (
+                None if self._pending is None else self._pending.to_json()
+            ),
         }
 
     @classmethod
@@ -327,6 +351,8 @@ class AutoLRController:
         self._events = [dict(e) for e in state["events"]]
         self._revision = int(state["revision"])
         self._lr_cache = (-1, {})
+        # Not in states saved before tests ran in the background.
+        self._pending = _Pending.from_json(state.get("pending"))
 
     # ------------------------------------------------------------------
     # Read-only views.
@@ -557,21 +583,16 @@ class AutoLRController:
             if self._steps == bin_end:
                 check_due |= self._close_bin()
         # Unknown losses decide nothing; only the cap can end warmup.
-        if known and self.phase == WARMUP and not math.isfinite(loss):
+        if known and not math.isfinite(loss) and self.phase == WARMUP:
+            self._pending = None
             self._diverged(loss, first_step)
-        elif (
-            known
-            and check_due
-            and was_warmup
-            and (chunk_end <= self._switch_step)
-        ):
-            # One test per update, on everything recorded so far; the
-            # decision takes effect at the first step not yet run.
-            self._check(len(self._bin_sums) * self._bin_width, chunk_end)
-        elif (
-            known and not was_warmup and (check_due or not math.isfinite(loss))
-        ):
-            self._guard(loss)
+        elif known and not math.isfinite(loss) and not was_warmup:
+            self._pending = None
+            self._guard_divergence(loss)
+        else:
+            self._run_tests(
+                loss if known else None, check_due, was_warmup, chunk_end
+            )
         if was_warmup and self.phase == DECAY and not self._events:
             self._events.append(
                 {
@@ -584,6 +605,31 @@ class AutoLRController:
                 }
             )
         return self.lr
+
+    def _run_tests(
+        self, loss: float | None, check_due: bool, was_warmup: bool, end: int
+    ) -> None:
+        """At a test point: acts on the previous test, starts the next.
+
+        A test's answer takes effect one test later, at the end `end` of
+        the chunk that reaches the next test point (or at the cap, if that
+        comes first): meanwhile it runs on a background thread, and the
+        fixed delay keeps decisions the same however long it takes. The
+        test at the cap acts at once, since nothing comes after it. `loss`
+        is `None` for unknown losses, which start no test.
+        """
+        cap = self._switch_step
+        reaches_cap = was_warmup and end >= cap
+        if self._pending is not None and (check_due or reaches_cap):
+            pending, self._pending = self._pending, None
+            self._apply(pending, min(end, cap) if was_warmup else end)
+        if loss is None or not check_due:
+            return
+        if not was_warmup:
+            self._start_guard(loss)
+        elif not self._events and end <= cap:
+            # No decision has ended warmup (the previous test may have).
+            self._start_test(end, at_once=end == cap)
 
     def _close_bin(self) -> bool:
         """Stores the open bin; returns whether a test is due at its end."""
@@ -602,78 +648,61 @@ class AutoLRController:
             return True
         return False
 
-    def _check(self, now: int, effective: int) -> None:
-        """Tests the losses up to step `now`; acts from step `effective`."""
+    def _start_test(self, effective: int, at_once: bool) -> None:
+        """Starts a test of the losses recorded so far; with `at_once`,
+        waits for it and acts on it from step `effective`."""
         centers, means, counts = self.loss_bins()
-        x = centers / now
         if np.count_nonzero(np.isfinite(means)) < self.min_bins:
             return
-        raw = means
-        means, noise, variance = detector_inputs(raw)
-        # A minimum only counts once the loss has clearly fallen: a bump or
-        # noise on the initial plateau is not the minimum of the LR curve.
-        progress = _progress(means)
-        made_progress = progress is not None and progress.clear
-        # With `fast_start == 1` the ramp has one speed: nothing to decide
-        # (and no revision, so no device write, for nothing).
-        if (
-            self.fast_start > 1.0
-            and self._slow_step is None
-            and progress is not None
-            and progress.moving
-        ):
-            self._slow_step = effective
-            self._revision += 1
+        now = len(self._bin_sums) * self._bin_width
         key = self._num_checks
         self._num_checks += 1
-        recent = np.isfinite(means) & (centers > now - self.check_every)
-        exploded = (
-            made_progress
-            and np.any(recent)
-            and (
-                progress.lost(np.average(means[recent], weights=counts[recent]))
-                # Two bins in a row at the start level are no spike: the
-                # filter would hold them back until the rise moves its
-                # medians, while the LR grows further past the cliff.
-                or all(progress.lost(v) for v in raw[np.isfinite(raw)][-2:])
-            )
+        job = background.submit(
+            _run_test,
+            self.detector,
+            centers,
+            means,
+            counts,
+            now,
+            self.check_every,
+            # The last test to act before the cap: its smoothed minimum
+            # sets the LR that warmup ends at there.
+            now + self.check_every > self._switch_step,
+            key,
+            background=self.background,
         )
-        # The GP's verdict counts only if the recorded losses agree that
-        # the loss has risen (more than 2 noise std, see `_rise`): near
-        # "now" its posterior mean reverts towards the mean of the whole
-        # record (the high plateau), and after a steep fall it rings below
-        # the knee, both of which can pass for a minimum behind us.
-        rise = _rise(means, noise) if made_progress else 0.0
-        at_cap = now + self.check_every > self._switch_step
-        if not (made_progress or at_cap):
-            # Nothing the GP says can count before the loss has clearly
-            # fallen. The GP is most of a test's cost: it runs from then
-            # on, and at the last test before the cap, whose smoothed
-            # minimum sets the LR that warmup ends at there. (Not only
-            # where the loss has risen above its lowest: the Keras adapter
-            # keeps weights at every test once the GP sees the minimum
-            # coming, and those copies are what a rollback restores. In
-            # the quality benchmark, running the GP only after a rise left
-            # the 12 switch decisions as they were, but lost 0.5 and 0.15
-            # points in 2 runs for older copies.)
+        if at_once:
+            self._apply_test(job.result(), effective)
+        else:
+            self._pending = _Pending("test", job)
+
+    def _apply(self, pending: _Pending, effective: int) -> None:
+        """Acts on a test or decay guard started one test earlier."""
+        if pending.kind == "test":
+            self._apply_test(pending.job.result(), effective)
+        elif pending.job.result() and effective < self.total_steps:
+            self._rescue("explosion", pending.loss, effective)
+
+    def _apply_test(self, outcome: _TestOutcome, effective: int) -> None:
+        """Acts on a test from step `effective`."""
+        # With `fast_start == 1` the ramp has one speed: nothing to decide
+        # (and no revision, so no device write, for nothing).
+        if self.fast_start > 1.0 and self._slow_step is None and outcome.moving:
+            self._slow_step = effective
+            self._revision += 1
+        if not outcome.ran:
             self._consecutive = 0
             self._last_probability = None
             return
-        detection = self.detector.test(
-            x, means, counts, key=key, noise=variance
-        )
-        if not detection.probabilities:
+        if not outcome.probabilities:
             # No point with a finite loss and noise: nothing was tested.
             self._consecutive = 0
             return
         self._detector_runs += 1
-        self._last_probability = float(np.mean(detection.probabilities))
-        self._consecutive = (
-            self._consecutive + 1
-            if detection.past_minimum and rise > 2.0
-            else 0
-        )
-        lrs = self.ramp_lr_at(np.asarray(detection.minimum_x) * now)
+        self._last_probability = float(np.mean(outcome.probabilities))
+        self._consecutive = self._consecutive + 1 if outcome.votes else 0
+        now = outcome.now
+        lrs = self.ramp_lr_at(np.asarray(outcome.minimum_x) * now)
         # A minimum at "now" maps to the LR of the step not yet run: cap it
         # at the LR of the last step run.
         last = self.ramp_lr_at(float(now - 1))
@@ -681,7 +710,7 @@ class AutoLRController:
         peak_lr = self.peak_fraction * self._minimum_lr
         if self._consecutive >= self.patience:
             self._switch("minimum", peak_lr, effective)
-        elif exploded:
+        elif outcome.exploded:
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
             # would let the LR grow further into that regime. Land at most
@@ -727,16 +756,18 @@ class AutoLRController:
         )
         self._switch("divergence", safe, now)
 
-    def _guard(self, loss: float) -> None:
-        """During decay: restart it at half the LR if the loss blew up.
+    def _start_guard(self, loss: float) -> None:
+        """During decay: starts a test of whether the loss blew up.
 
-        A non-finite loss, or a loss back at its starting level (90 % of
-        the way up from its lowest, as in warmup: a network that died),
-        means the LR is too high for the long run even though the warmup's
-        loss curve tolerated it. A smaller rise is left alone: right after
-        the switch a short rise is common and passes. The decay restarts
-        now, from half the LR of the last step run; the Keras callback also
-        puts back the weights kept at the lowest loss.
+        A loss back at its starting level (90 % of the way up from its
+        lowest, as in warmup: a network that died) means the LR is too
+        high for the long run even though the warmup's loss curve
+        tolerated it. A smaller rise is left alone: right after the switch
+        a short rise is common and passes. If the loss blew up, the decay
+        restarts one test later, from half the LR of the last step run
+        (`_rescue`); a non-finite loss restarts it at once
+        (`_guard_divergence`). The Keras callback also puts back the
+        weights kept at the lowest loss.
 
         One blow-up, one restart: a restart waits `patience` tests after
         the switch or the previous restart (a rise must last), and after a
@@ -745,45 +776,45 @@ class AutoLRController:
         not helped by halving the LR every step.
         """
         now = self._steps
-        if now >= self.total_steps:
-            return  # Nothing left to rescue.
         start = self.decay_start
-        if (
-            math.isfinite(loss)
-            and now < start + self.patience * self.check_every
+        if now >= self.total_steps or (
+            now < start + self.patience * self.check_every
         ):
-            return  # Too soon after the switch or the last restart.
-        restarted = any(e["event"] == "rescue" for e in self._events)
+            return  # Nothing left to rescue, or too soon after the last.
         centers, means, counts = self.loss_bins()
-        progress = _progress(means)
-        finite = np.isfinite(means)
-        if restarted and not (
-            progress is not None
-            and np.any(finite & (centers > start))
-            and not progress.lost(np.min(means[finite & (centers > start)]))
-        ):
-            return  # Not recovered since the last restart.
-        lr_before = float(self.lr_at(now - 1))
-        if not math.isfinite(loss):
-            reason = "divergence"
-        else:
-            since = max(now - self.check_every, start)
-            recent = finite & (centers > since)
-            if (
-                progress is None
-                or not np.any(recent)
-                or not progress.lost(
-                    np.average(means[recent], weights=counts[recent])
-                )
-                or not progress.clear
-            ):
+        job = background.submit(
+            _blew_up,
+            centers,
+            means,
+            counts,
+            start,
+            max(now - self.check_every, start),
+            self._restarted(),
+            background=self.background,
+        )
+        self._pending = _Pending("guard", job, loss)
+
+    def _guard_divergence(self, loss: float) -> None:
+        """During decay: a non-finite loss restarts the decay now."""
+        if self._steps >= self.total_steps:
+            return
+        if self._restarted():
+            centers, means, _ = self.loss_bins()
+            if not _recovered(centers, means, self.decay_start):
                 return
-            reason = "explosion"
+        self._rescue("divergence", loss, self._steps)
+
+    def _restarted(self) -> bool:
+        return any(e["event"] == "rescue" for e in self._events)
+
+    def _rescue(self, reason: str, loss: float, step: int) -> None:
+        """Restarts the decay at step `step` from half the LR before it."""
+        lr_before = float(self.lr_at(step - 1))
         peak = 0.5 * lr_before
         self._revision += 1
         self._events.append(
             {
-                "step": now,
+                "step": step,
                 "event": "rescue",
                 "reason": reason,
                 "lr_before": lr_before,
@@ -796,10 +827,10 @@ class AutoLRController:
             "explosion": "climbed back to its starting level",
         }[reason]
         warnings.warn(
-            f"AutoLR: the loss {what} during decay (step {now - 1}, LR "
+            f"AutoLR: the loss {what} during decay (step {step - 1}, LR "
             f"{lr_before:.4g}); the decay restarts at LR {peak:.4g}.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
 
     def at_lowest_loss(self, window: int = 8) -> bool:
@@ -1044,6 +1075,165 @@ def _progress(means: np.ndarray) -> _Progress | None:
         float(_median(level[-8:])),
         float(np.min(level)),
         level,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _TestOutcome:
+    """What one test found in the losses recorded up to step `now`."""
+
+    now: int
+    moving: bool  # The loss has started to fall (ends a fast start).
+    ran: bool = False  # The GP ran (the loss had clearly fallen, or last
+    # test before the cap).
+    exploded: bool = False  # The loss is back at its starting level.
+    votes: bool = False  # The GP and the losses agree: past the minimum.
+    probabilities: tuple[float, ...] = ()
+    minimum_x: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        state = dataclasses.asdict(self)
+        state["probabilities"] = list(self.probabilities)
+        state["minimum_x"] = list(self.minimum_x)
+        return state
+
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> _TestOutcome:
+        return cls(
+            **{
+                **state,
+                "probabilities": tuple(state["probabilities"]),
+                "minimum_x": tuple(state["minimum_x"]),
+            }
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """A test (`"test"`) or decay guard (`"guard"`) not yet acted on;
+    `job.result()` is its `_TestOutcome`, or whether the loss blew up."""
+
+    kind: str
+    job: Any
+    loss: float = math.nan  # The guard's: the loss that started it.
+
+    def to_json(self) -> dict[str, Any]:
+        """Waits for the result: a saved state holds it, not the job."""
+        if self.kind == "test":
+            return {"kind": "test", "outcome": self.job.result().to_json()}
+        return {
+            "kind": "guard",
+            "blew_up": bool(self.job.result()),
+            "loss": _to_json(self.loss),
+        }
+
+    @classmethod
+    def from_json(cls, state: dict[str, Any] | None) -> _Pending | None:
+        if state is None:
+            return None
+        if state["kind"] == "test":
+            outcome = _TestOutcome.from_json(state["outcome"])
+            return cls("test", background.completed(outcome))
+        return cls(
+            "guard",
+            background.completed(bool(state["blew_up"])),
+            _from_json(state["loss"]),
+        )
+
+
+def _run_test(
+    detector: MinimumDetector,
+    centers: np.ndarray,
+    raw: np.ndarray,
+    counts: np.ndarray,
+    now: int,
+    check_every: int,
+    at_cap: bool,
+    key: int,
+) -> _TestOutcome:
+    """The statistics and GP test of one test point: a pure function of
+    the bins up to step `now`, run off the training thread."""
+    means, noise, variance = detector_inputs(raw)
+    # A minimum only counts once the loss has clearly fallen: a bump or
+    # noise on the initial plateau is not the minimum of the LR curve.
+    progress = _progress(means)
+    made_progress = progress is not None and progress.clear
+    moving = progress is not None and progress.moving
+    if not (made_progress or at_cap):
+        # Nothing the GP says can count before the loss has clearly
+        # fallen. The GP is most of a test's cost: it runs from then on,
+        # and at the last test before the cap, whose smoothed minimum sets
+        # the LR that warmup ends at there. (Not only where the loss has
+        # risen above its lowest: the Keras adapter keeps weights at every
+        # test once the GP sees the minimum coming, and those copies are
+        # what a rollback restores. In the quality benchmark, running the
+        # GP only after a rise left the 12 switch decisions as they were,
+        # but lost 0.5 and 0.15 points in 2 runs for older copies.)
+        return _TestOutcome(now=now, moving=moving)
+    recent = np.isfinite(means) & (centers > now - check_every)
+    exploded = (
+        made_progress
+        and np.any(recent)
+        and (
+            progress.lost(np.average(means[recent], weights=counts[recent]))
+            # Two bins in a row at the start level are no spike: the
+            # filter would hold them back until the rise moves its
+            # medians, while the LR grows further past the cliff.
+            or all(progress.lost(v) for v in raw[np.isfinite(raw)][-2:])
+        )
+    )
+    # The GP's verdict counts only if the recorded losses agree that the
+    # loss has risen (more than 2 noise std, see `_rise`): near "now" its
+    # posterior mean reverts towards the mean of the whole record (the
+    # high plateau), and after a steep fall it rings below the knee, both
+    # of which can pass for a minimum behind us.
+    rise = _rise(means, noise) if made_progress else 0.0
+    detection = detector.test(
+        centers / now, means, counts, key=key, noise=variance
+    )
+    return _TestOutcome(
+        now=now,
+        moving=moving,
+        ran=True,
+        exploded=bool(exploded),
+        votes=bool(detection.past_minimum and rise > 2.0),
+        probabilities=tuple(float(p) for p in detection.probabilities),
+        minimum_x=tuple(float(x) for x in detection.minimum_x),
+    )
+
+
+def _blew_up(
+    centers: np.ndarray,
+    means: np.ndarray,
+    counts: np.ndarray,
+    start: int,
+    since: int,
+    restarted: bool,
+) -> bool:
+    """Whether the loss since step `since` is back at its starting level,
+    after a clear fall (and, after a restart at step `start`, a recovery
+    since). Run off the training thread."""
+    if restarted and not _recovered(centers, means, start):
+        return False
+    progress = _progress(means)
+    recent = np.isfinite(means) & (centers > since)
+    return bool(
+        progress is not None
+        and np.any(recent)
+        and progress.lost(np.average(means[recent], weights=counts[recent]))
+        and progress.clear
+    )
+
+
+def _recovered(centers: np.ndarray, means: np.ndarray, start: int) -> bool:
+    """Whether the loss came back below its starting level after step
+    `start` (the last restart): not just recorded as "lost"."""
+    progress = _progress(means)
+    after = np.isfinite(means) & (centers > start)
+    return bool(
+        progress is not None
+        and np.any(after)
+        and not progress.lost(np.min(means[after]))
     )
 
 
