@@ -262,9 +262,9 @@ class AutoLRController:
         self._events: list[dict[str, Any]] = []
         self._revision = 0
         self._lr_cache: tuple[int, dict[float, float]] = (-1, {})
-        # A test or decay guard started at the last test point, acted on at
-        # the next one.
-        self._pending: _Pending | None = None
+        # The test started at the last test point, acted on at the next
+        # one: its `result()` is a `_TestOutcome`.
+        self._pending: Any = None
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly, as JSON-compatible values.
@@ -292,8 +292,11 @@ class AutoLRController:
             "last_probability": self._last_probability,
             "events": [dict(e) for e in self._events],
             "revision": self._revision,
+            # A saved state holds the answer (waited for), not the job.
             "pending": (
-                None if self._pending is None else self._pending.to_json()
+                None
+                if self._pending is None
+                else self._pending.result().to_json()
             ),
         }
 
@@ -352,7 +355,12 @@ class AutoLRController:
         self._revision = int(state["revision"])
         self._lr_cache = (-1, {})
         # Not in states saved before tests ran in the background.
-        self._pending = _Pending.from_json(state.get("pending"))
+        pending = state.get("pending")
+        self._pending = (
+            None
+            if pending is None
+            else background.completed(_TestOutcome.from_json(pending))
+        )
 
     # ------------------------------------------------------------------
     # Read-only views.
@@ -619,14 +627,15 @@ class AutoLRController:
         is `None` for unknown losses, which start no test.
         """
         cap = self._switch_step
-        reaches_cap = was_warmup and end >= cap
-        if self._pending is not None and (check_due or reaches_cap):
+        # Only warmup tests are pending: a switch or a non-finite loss
+        # drops the answer of the last one.
+        if self._pending is not None and (check_due or end >= cap):
             pending, self._pending = self._pending, None
-            self._apply(pending, min(end, cap) if was_warmup else end)
+            self._apply_test(pending.result(), min(end, cap))
         if loss is None or not check_due:
             return
         if not was_warmup:
-            self._start_guard(loss)
+            self._guard(loss)
         elif not self._events and end <= cap:
             # No decision has ended warmup (the previous test may have).
             self._start_test(end, at_once=end == cap)
@@ -674,14 +683,7 @@ class AutoLRController:
         if at_once:
             self._apply_test(job.result(), effective)
         else:
-            self._pending = _Pending("test", job)
-
-    def _apply(self, pending: _Pending, effective: int) -> None:
-        """Acts on a test or decay guard started one test earlier."""
-        if pending.kind == "test":
-            self._apply_test(pending.job.result(), effective)
-        elif pending.job.result() and effective < self.total_steps:
-            self._rescue("explosion", pending.loss, effective)
+            self._pending = job
 
     def _apply_test(self, outcome: _TestOutcome, effective: int) -> None:
         """Acts on a test from step `effective`."""
@@ -756,18 +758,19 @@ class AutoLRController:
         )
         self._switch("divergence", safe, now)
 
-    def _start_guard(self, loss: float) -> None:
-        """During decay: starts a test of whether the loss blew up.
+    def _guard(self, loss: float) -> None:
+        """During decay: restarts it at half the LR if the loss blew up.
 
         A loss back at its starting level (90 % of the way up from its
         lowest, as in warmup: a network that died) means the LR is too
         high for the long run even though the warmup's loss curve
         tolerated it. A smaller rise is left alone: right after the switch
-        a short rise is common and passes. If the loss blew up, the decay
-        restarts one test later, from half the LR of the last step run
-        (`_rescue`); a non-finite loss restarts it at once
-        (`_guard_divergence`). The Keras callback also puts back the
-        weights kept at the lowest loss.
+        a short rise is common and passes. The decay restarts now, from
+        half the LR of the last step run (`_rescue`); the Keras callback
+        also puts back the weights kept at the lowest loss. Unlike a
+        warmup test, this check runs on the training thread and acts at
+        once: it stops at the first condition that fails, and the first
+        (is the loss back up?) is a few comparisons.
 
         One blow-up, one restart: a restart waits `patience` tests after
         the switch or the previous restart (a rise must last), and after a
@@ -782,17 +785,9 @@ class AutoLRController:
         ):
             return  # Nothing left to rescue, or too soon after the last.
         centers, means, counts = self.loss_bins()
-        job = background.submit(
-            _blew_up,
-            centers,
-            means,
-            counts,
-            start,
-            max(now - self.check_every, start),
-            self._restarted(),
-            background=self.background,
-        )
-        self._pending = _Pending("guard", job, loss)
+        since = max(now - self.check_every, start)
+        if _blew_up(centers, means, counts, start, since, self._restarted()):
+            self._rescue("explosion", loss, now)
 
     def _guard_divergence(self, loss: float) -> None:
         """During decay: a non-finite loss restarts the decay now."""
@@ -800,7 +795,8 @@ class AutoLRController:
             return
         if self._restarted():
             centers, means, _ = self.loss_bins()
-            if not _recovered(centers, means, self.decay_start):
+            progress = _progress(means)
+            if not _recovered(centers, means, self.decay_start, progress):
                 return
         self._rescue("divergence", loss, self._steps)
 
@@ -1108,39 +1104,6 @@ class _TestOutcome:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Pending:
-    """A test (`"test"`) or decay guard (`"guard"`) not yet acted on;
-    `job.result()` is its `_TestOutcome`, or whether the loss blew up."""
-
-    kind: str
-    job: Any
-    loss: float = math.nan  # The guard's: the loss that started it.
-
-    def to_json(self) -> dict[str, Any]:
-        """Waits for the result: a saved state holds it, not the job."""
-        if self.kind == "test":
-            return {"kind": "test", "outcome": self.job.result().to_json()}
-        return {
-            "kind": "guard",
-            "blew_up": bool(self.job.result()),
-            "loss": _to_json(self.loss),
-        }
-
-    @classmethod
-    def from_json(cls, state: dict[str, Any] | None) -> _Pending | None:
-        if state is None:
-            return None
-        if state["kind"] == "test":
-            outcome = _TestOutcome.from_json(state["outcome"])
-            return cls("test", background.completed(outcome))
-        return cls(
-            "guard",
-            background.completed(bool(state["blew_up"])),
-            _from_json(state["loss"]),
-        )
-
-
 def _run_test(
     detector: MinimumDetector,
     centers: np.ndarray,
@@ -1212,23 +1175,25 @@ def _blew_up(
 ) -> bool:
     """Whether the loss since step `since` is back at its starting level,
     after a clear fall (and, after a restart at step `start`, a recovery
-    since). Run off the training thread."""
-    if restarted and not _recovered(centers, means, start):
+    since). Cheapest condition first: the loss is rarely back up."""
+    progress = _progress(means)
+    if progress is None:
         return False
-    progress = _progress(means)
     recent = np.isfinite(means) & (centers > since)
-    return bool(
-        progress is not None
-        and np.any(recent)
-        and progress.lost(np.average(means[recent], weights=counts[recent]))
-        and progress.clear
-    )
+    if not np.any(recent) or not progress.lost(
+        np.average(means[recent], weights=counts[recent])
+    ):
+        return False
+    if restarted and not _recovered(centers, means, start, progress):
+        return False
+    return progress.clear
 
 
-def _recovered(centers: np.ndarray, means: np.ndarray, start: int) -> bool:
+def _recovered(
+    centers: np.ndarray, means: np.ndarray, start: int, progress: _Progress
+) -> bool:
     """Whether the loss came back below its starting level after step
-    `start` (the last restart): not just recorded as "lost"."""
-    progress = _progress(means)
+    `start` (the last restart)."""
     after = np.isfinite(means) & (centers > start)
     return bool(
         progress is not None

@@ -259,7 +259,7 @@ def test_a_state_saved_before_a_test_answers_resumes_exactly():
     drive(ctl, u_loss, 150)
     # Step 150 was a test point: its answer is due at step 160.
     state = json.loads(json.dumps(ctl.get_state()))
-    assert state["pending"]["kind"] == "test"
+    assert state["pending"]["now"] == 150
     clone = AutoLRController.from_state(state)
     rng = np.random.default_rng(7)
     for _ in range(850):
@@ -546,26 +546,23 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     before = ctl.lr_at(np.arange(1000))
     start = float(np.median(ctl.loss_bins()[1][:8]))
     # Back at the starting level: caught at the first test (step 510),
-    # acted on at the next (step 520).
-    for _ in range(10):
-        ctl.step(start)
-    assert not ctl.rescues
+    # and acted on at once (the decay guard runs on the training thread).
     with pytest.warns(RuntimeWarning, match="back to its starting level"):
         for _ in range(10):
             lr = ctl.step(start)
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "explosion"
-    assert rescue["step"] == ctl.decay_start == 520
-    assert rescue["lr_before"] == before[519]
-    assert ctl.decay_peak_lr == pytest.approx(0.5 * before[519], rel=1e-12)
+    assert rescue["step"] == ctl.decay_start == 510
+    assert rescue["lr_before"] == before[509]
+    assert ctl.decay_peak_lr == pytest.approx(0.5 * before[509], rel=1e-12)
     # Steps run keep their LR; the rest is a cosine from the new peak.
     after = ctl.lr_at(np.arange(1000))
-    np.testing.assert_array_equal(after[:520], before[:520])
+    np.testing.assert_array_equal(after[:510], before[:510])
     expected = schedules.cosine_decay(
-        np.arange(520, 1000.0), 0.5 * before[519], 520.0, 1000.0
+        np.arange(510, 1000.0), 0.5 * before[509], 510.0, 1000.0
     )
-    np.testing.assert_allclose(after[520:], expected, rtol=1e-12)
-    assert lr == after[520]
+    np.testing.assert_allclose(after[510:], expected, rtol=1e-12)
+    assert lr == after[510]
     # The next test sees only the steps since the rescue: no second one.
     for _ in range(50):
         ctl.step(1.0)
@@ -636,7 +633,7 @@ def test_a_network_that_stays_dead_gets_one_restart_not_a_cascade():
         for _ in range(300):
             ctl.step(start)  # Never recovers.
     (rescue,) = ctl.rescues
-    assert rescue["step"] == 520
+    assert rescue["step"] == 510
     # A non-finite loss before any recovery does not halve it again.
     ctl.step(math.nan)
     assert len(ctl.rescues) == 1
