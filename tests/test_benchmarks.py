@@ -83,6 +83,7 @@ def test_overhead_quick(tmp_path):
         assert r["median_baseline_s"] > 0 and r["median_autolr_s"] > 0
         assert r["median_reader_ratio"] > 0 and r["median_ratio_to_reader"] > 0
         assert 0 < r["median_hook_fraction"] < 1
+        assert 0 <= r["median_test_fraction"] < 1
         for pair in r["pairs"]:
             assert pair["ratio_to_reader"] == pytest.approx(
                 pair["autolr"]["seconds"] / pair["reader"]["seconds"]
