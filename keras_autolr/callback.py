@@ -214,6 +214,7 @@ class AutoLR(keras.callbacks.Callback):
         epochs, steps_per_epoch = self._budget()
         chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
         controller = self._make_controller(epochs, steps_per_epoch, chunk)
+        self._chunk = chunk
         if (
             self.controller is None
             or self.controller.get_config() != controller.get_config()
@@ -264,7 +265,7 @@ class AutoLR(keras.callbacks.Callback):
             # mean until the epoch ends: these steps' losses are unknown.
             ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
-        self.schedule.sync()
+        self.schedule.sync(horizon=self._chunk)
         if self._loss_scaled:
             # A step that the loss-scale optimizer skipped (non-finite
             # gradients) did not advance `iterations`: keep the schedule on

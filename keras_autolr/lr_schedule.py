@@ -57,8 +57,17 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self._offset = 0.0
         self.sync()
 
-    def sync(self, force=False):
+    def sync(self, force=False, horizon=None):
         """Copies the controller's decisions into the variables if changed.
+
+        Args:
+            force: write every variable, changed or not.
+            horizon: the number of steps the device may run before the
+                next `sync` (one chunk of `steps_per_execution`). While
+                warmup lasts beyond them, none of those steps uses the
+                peak LR, and its write waits: during warmup every test
+                moves the provisional peak, and a device write costs far
+                more than the check. `None` writes it now.
 
         Returns:
             Whether the variables were written.
@@ -74,14 +83,24 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay_start": float(ctl.decay_start),
             "peak_lr": float(ctl.decay_peak_lr),
         }
+        deferred = (
+            not force
+            and horizon is not None
+            and ctl.steps + horizon < ctl.switch_step
+        )
+        if deferred:
+            del values["peak_lr"]
         # Most revisions move one value (the provisional peak, at each
         # test): write only what changed, one device write each.
+        written = False
         for name, value in values.items():
             if force or self._written.get(name) != value:
                 getattr(self, name).assign(value)
                 self._written[name] = value
-        self._synced_revision = ctl.revision
-        return True
+                written = True
+        if not deferred:
+            self._synced_revision = ctl.revision
+        return written
 
     def align(self, iterations, force=False):
         """Makes optimizer step `iterations` the controller's next step.

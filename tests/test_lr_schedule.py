@@ -43,6 +43,34 @@ def test_sync_writes_only_the_values_that_changed():
     assert sorted(written) == sorted(NAMES)
 
 
+def test_the_provisional_peak_is_written_only_before_the_cap():
+    """During warmup the peak LR moves at every test, but no step before
+    the switch uses it: it is written once the next chunk may reach the
+    cap (or a decision ends warmup)."""
+    ctl = AutoLRController(total_steps=400, check_every=4)
+    schedule = AutoLRSchedule(ctl)
+    written = spy_on_writes(schedule)
+    rng = np.random.default_rng(0)
+    lr, peaks = ctl.lr, []
+    while ctl.steps < ctl.switch_step:
+        lr = ctl.step(2.0 - math.log10(lr) / 10 + 0.01 * rng.normal())
+        schedule.sync(horizon=8)
+        peaks.append(float(schedule.peak_lr.numpy()))
+        if ctl.steps + 8 >= ctl.switch_step:
+            # The next chunk may cross the cap: the device has the peak.
+            assert peaks[-1] == pytest.approx(ctl.decay_peak_lr)
+    assert ctl.switch_event["reason"] == "cap"
+    assert ctl.num_checks > 10  # The peak moved many times...
+    assert written.count("peak_lr") <= 3  # ...and was written at the end.
+    # Every step computes the LR the controller planned.
+    np.testing.assert_allclose(
+        [float(schedule(s)) for s in range(0, 400, 7)],
+        ctl.lr_at(np.arange(0, 400, 7)),
+        rtol=1e-6,
+        atol=1e-7,  # float32 on the device, near 0 at the end.
+    )
+
+
 def test_align_moves_the_offset_only_when_it_changes():
     ctl = AutoLRController(total_steps=400)
     for _ in range(10):
