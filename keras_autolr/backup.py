@@ -51,6 +51,9 @@ class StateStore:
             )
         self.directory = os.fspath(directory)
         self.keep = keep
+        # The weight steps named by each state this store wrote or read:
+        # an epoch end then reads no state back from disk.
+        self._named: dict[int, tuple[int | None, ...]] = {}
         os.makedirs(self.directory, exist_ok=True)
         for name in os.listdir(self.directory):
             if name.startswith(".autolr-") and name.endswith(".tmp"):
@@ -70,11 +73,15 @@ class StateStore:
         copies that no kept state names under `WEIGHT_STEPS`.
         """
         self._write(self.path(epochs_done), "w", lambda f: json.dump(state, f))
+        self._named[epochs_done] = _weight_steps(state)
         for old in self.epochs()[: -self.keep]:
             os.unlink(self.path(old))
+            self._named.pop(old, None)
         named = set()
         for epoch in self.epochs():
-            named.update((self.load(epoch) or {}).get(WEIGHT_STEPS) or ())
+            if epoch not in self._named:
+                self._named[epoch] = _weight_steps(self.load(epoch))
+            named.update(self._named[epoch])
         for step in self.weight_steps():
             if step not in named:
                 os.unlink(self.weights_path(step))
@@ -85,6 +92,7 @@ class StateStore:
             os.unlink(self.path(epoch))
         for step in self.weight_steps():
             os.unlink(self.weights_path(step))
+        self._named.clear()
 
     def weights_path(self, step: int) -> str:
         return os.path.join(self.directory, _WEIGHTS.format(step))
@@ -138,6 +146,10 @@ class StateStore:
                 return json.load(f)
         except FileNotFoundError:
             return None
+
+
+def _weight_steps(state: dict[str, Any] | None) -> tuple[int | None, ...]:
+    return tuple((state or {}).get(WEIGHT_STEPS) or ())
 
 
 def _fsync_directory(directory: str) -> None:

@@ -99,6 +99,30 @@ def test_copies_no_kept_state_names_are_deleted(tmp_path):
     assert store.weight_steps() == []
 
 
+def test_a_save_reads_back_only_states_it_has_not_seen(tmp_path, monkeypatch):
+    store = StateStore(tmp_path, keep=2)
+    store.save_weights(10, [np.zeros(2)])
+    store.save(1, {"steps": 10, backup.WEIGHT_STEPS: [10, None]})
+    reads = []
+    original = StateStore.load
+
+    def counted(self, epochs_done):
+        reads.append(epochs_done)
+        return original(self, epochs_done)
+
+    monkeypatch.setattr(StateStore, "load", counted)
+    store.save(2, {"steps": 20, backup.WEIGHT_STEPS: [10, None]})
+    store.save(3, {"steps": 30})
+    assert reads == []  # It wrote every state it keeps.
+    assert store.weight_steps() == [10]  # Still named by the state of 2.
+    # A restarted run's store reads each kept state once.
+    restarted = StateStore(tmp_path, keep=2)
+    restarted.save(4, {"steps": 40})
+    restarted.save(5, {"steps": 50})
+    assert reads == [3]
+    assert restarted.weight_steps() == []
+
+
 def test_a_crash_while_writing_a_copy_leaves_no_file(tmp_path, monkeypatch):
     store = StateStore(tmp_path)
 
