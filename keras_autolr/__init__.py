@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AutoLR": "keras_autolr.callback",
-    "AutoLRSchedule": "keras_autolr.lr_schedule",
+    "AutoLRSchedule": "keras_autolr.keras_schedule",
     "AdamP": "keras_autolr.optimizers",
     "LAMB": "keras_autolr.optimizers",
     "plot": "keras_autolr.plotting",

@@ -11,10 +11,10 @@ import warnings
 
 import keras
 
-from keras_autolr.backup import WEIGHT_STEPS, StateStore
+from keras_autolr.state_store import WEIGHT_STEPS, StateStore
 from keras_autolr.controller import DECAY, AutoLRController
-from keras_autolr.lr_schedule import AutoLRSchedule
-from keras_autolr.snapshot import WeightSnapshot, all_finite
+from keras_autolr.keras_schedule import AutoLRSchedule
+from keras_autolr.weights import WeightSnapshot, all_finite
 
 # At most this many tests between two weight copies while the loss falls.
 _SNAPSHOT_CHECKS = 4

@@ -3,7 +3,7 @@
 Every function takes the step count explicitly and an array namespace `xp`
 (NumPy by default). The same code therefore serves the host-side controller
 (`xp=numpy`, float64) and the in-graph schedule that the optimizer evaluates
-every step (`xp=keras.ops`, see `keras_autolr.lr_schedule`), so the formula
+every step (`xp=keras.ops`, see `keras_autolr.keras_schedule`), so the formula
 lives in exactly one place.
 
 Conventions: `step` is the 0-based index of an optimizer update; the value

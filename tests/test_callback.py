@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_autolr import AutoLR
-from keras_autolr.snapshot import snapshot_variables
+from keras_autolr.weights import snapshot_variables
 
 
 class Recorder(keras.callbacks.Callback):

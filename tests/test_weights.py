@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import support
 
-from keras_autolr.snapshot import (
+from keras_autolr.weights import (
     WeightSnapshot,
     read_values,
     snapshot_variables,

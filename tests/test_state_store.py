@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_autolr import backup
-from keras_autolr.backup import StateStore
+from keras_autolr import state_store
+from keras_autolr.state_store import StateStore
 
 
 def test_save_load_and_keep_the_newest(tmp_path):
@@ -32,7 +32,7 @@ def test_a_crash_during_a_save_keeps_the_previous_state(tmp_path, monkeypatch):
         f.flush()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backup.json, "dump", torn_dump)
+    monkeypatch.setattr(state_store.json, "dump", torn_dump)
     with pytest.raises(KeyboardInterrupt):
         store.save(2, {"steps": 20, "bins": list(range(100))})
     with pytest.raises(KeyboardInterrupt):
@@ -79,15 +79,15 @@ def test_copies_no_kept_state_names_are_deleted(tmp_path):
     store = StateStore(tmp_path, keep=2)
     # As the callback does: the copies, then the state that names them.
     store.save_weights(10, [np.full(2, 10)])
-    store.save(1, {"steps": 10, backup.WEIGHT_STEPS: [10, None]})
+    store.save(1, {"steps": 10, state_store.WEIGHT_STEPS: [10, None]})
     store.save_weights(20, [np.full(2, 20)])
-    store.save(2, {"steps": 20, backup.WEIGHT_STEPS: [10, 20]})
+    store.save(2, {"steps": 20, state_store.WEIGHT_STEPS: [10, 20]})
     assert store.weight_steps() == [10, 20]
     store.save_weights(30, [np.full(2, 30)])
-    store.save(3, {"steps": 30, backup.WEIGHT_STEPS: [20, 30]})
+    store.save(3, {"steps": 30, state_store.WEIGHT_STEPS: [20, 30]})
     assert store.epochs() == [2, 3]
     assert store.weight_steps() == [10, 20, 30]
-    store.save(4, {"steps": 40, backup.WEIGHT_STEPS: [30, None]})
+    store.save(4, {"steps": 40, state_store.WEIGHT_STEPS: [30, None]})
     assert store.weight_steps() == [20, 30]
     np.testing.assert_array_equal(store.load_weights(30), [np.full(2, 30)])
     # A copy no state names yet (a run killed between the two writes) goes
@@ -102,7 +102,7 @@ def test_copies_no_kept_state_names_are_deleted(tmp_path):
 def test_a_save_reads_back_only_states_it_has_not_seen(tmp_path, monkeypatch):
     store = StateStore(tmp_path, keep=2)
     store.save_weights(10, [np.zeros(2)])
-    store.save(1, {"steps": 10, backup.WEIGHT_STEPS: [10, None]})
+    store.save(1, {"steps": 10, state_store.WEIGHT_STEPS: [10, None]})
     reads = []
     original = StateStore.load
 
@@ -111,7 +111,7 @@ def test_a_save_reads_back_only_states_it_has_not_seen(tmp_path, monkeypatch):
         return original(self, epochs_done)
 
     monkeypatch.setattr(StateStore, "load", counted)
-    store.save(2, {"steps": 20, backup.WEIGHT_STEPS: [10, None]})
+    store.save(2, {"steps": 20, state_store.WEIGHT_STEPS: [10, None]})
     store.save(3, {"steps": 30})
     assert reads == []  # It wrote every state it keeps.
     assert store.weight_steps() == [10]  # Still named by the state of 2.
@@ -130,7 +130,7 @@ def test_a_crash_while_writing_a_copy_leaves_no_file(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backup.np, "savez", torn_savez)
+    monkeypatch.setattr(state_store.np, "savez", torn_savez)
     with pytest.raises(KeyboardInterrupt):
         store.save_weights(5, [np.ones(3)])
     monkeypatch.undo()
@@ -141,7 +141,7 @@ def test_a_crash_while_writing_a_copy_leaves_no_file(tmp_path, monkeypatch):
 def test_clear_deletes_states_and_copies_only(tmp_path):
     store = StateStore(tmp_path)
     store.save_weights(5, [np.ones(2)])
-    store.save(1, {"steps": 5, backup.WEIGHT_STEPS: [5, None]})
+    store.save(1, {"steps": 5, state_store.WEIGHT_STEPS: [5, None]})
     (tmp_path / "model.keras").write_text("not ours")
     store.clear()
     assert store.epochs() == [] and store.weight_steps() == []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_autolr import AutoLRController
-from keras_autolr.lr_schedule import AutoLRSchedule
+from keras_autolr.keras_schedule import AutoLRSchedule
 
 NAMES = ("switch_step", "slow_step", "decay_start", "peak_lr")
 
