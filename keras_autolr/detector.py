@@ -31,6 +31,8 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import ThreadpoolController
 
+from keras_autolr import _validation as check
+
 # A floor on the noise variance, relative to the variance of the data:
 # keeps the Gram matrix well conditioned when the losses are nearly exact.
 _MIN_NOISE = 1e-6
@@ -117,27 +119,14 @@ class MinimumDetector:
         jitter: float = 1e-4,
         seed: int = 0,
     ) -> None:
-        _check_positive("length_scale", length_scale)
-        _check_positive_int("num_tests", num_tests)
-        if not 0.5 <= confidence < 1.0:
-            raise ValueError(
-                "Argument `confidence` must be in [0.5, 1). "
-                f"Received: confidence={confidence}"
-            )
-        _check_positive_int("max_fit_points", max_fit_points, minimum=3)
-        _check_positive_int(
-            "max_condition_points", max_condition_points, minimum=3
-        )
-        _check_positive_int("grid_size", grid_size, minimum=2)
-        if not jitter >= 0.0:
-            raise ValueError(
-                f"Argument `jitter` must be >= 0. Received: jitter={jitter}"
-            )
-        if not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(
-                "Argument `seed` must be a non-negative integer. "
-                f"Received: seed={seed!r}"
-            )
+        check.check_float("length_scale", length_scale, 0.0, low_open=True)
+        check.check_int("num_tests", num_tests, 1)
+        check.check_float("confidence", confidence, 0.5, 1.0, high_open=True)
+        check.check_int("max_fit_points", max_fit_points, 3)
+        check.check_int("max_condition_points", max_condition_points, 3)
+        check.check_int("grid_size", grid_size, 2)
+        check.check_float("jitter", jitter, 0.0)
+        check.check_int("seed", seed, 0)
         self.length_scale = float(length_scale)
         self.num_tests = int(num_tests)
         self.confidence = float(confidence)
@@ -198,10 +187,15 @@ class MinimumDetector:
         with _blas().limit(limits=1, user_api="blas"):
             return self._test(data, key)
 
-    def _test(self, data: _Data, key: int) -> Detection:
+    def _fitted(self, data: _Data, key: int):
+        """The seeded generator of test `key`, and the output scale and
+        noise fitted on its first subsample."""
         rng = np.random.default_rng([self.seed, int(key)])
         fit_idx = _subsample(rng, data.size, self.max_fit_points)
-        scale2, noise2 = self._fit(data.take(fit_idx))
+        return (rng, *self._fit(data.take(fit_idx)))
+
+    def _test(self, data: _Data, key: int) -> Detection:
+        rng, scale2, noise2 = self._fitted(data, key)
         posteriors = []
         whole = data.size <= self.max_condition_points
         for _ in range(1 if whole else self.num_tests):
@@ -233,9 +227,7 @@ class MinimumDetector:
         data = _Data.make(x, y, counts, noise)
         if data is None:
             return None
-        rng = np.random.default_rng([self.seed, int(key)])
-        fit_idx = _subsample(rng, data.size, self.max_fit_points)
-        scale2, noise2 = self._fit(data.take(fit_idx))
+        rng, scale2, noise2 = self._fitted(data, key)
         idx = _subsample(rng, data.size, self.max_condition_points)
         return self._posterior(data.take(idx), scale2, noise2)
 
@@ -401,18 +393,3 @@ def _subsample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     if n <= k:
         return np.arange(n)
     return np.sort(rng.choice(n, size=k, replace=False))
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0):
-        raise ValueError(
-            f"Argument `{name}` must be > 0. Received: {name}={value!r}"
-        )
-
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. "
-            f"Received: {name}={value!r}"
-        )

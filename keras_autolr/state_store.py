@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_autolr import _validation as check
+
 _NAME = "autolr-epoch-{:06d}.json"
 _PATTERN = re.compile(r"^autolr-epoch-(\d{6})\.json$")
 _WEIGHTS = "autolr-weights-{:09d}.npz"
@@ -44,11 +46,7 @@ class StateStore:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
-        if not isinstance(keep, int) or keep < 1:
-            raise ValueError(
-                "Argument `keep` must be an integer >= 1. "
-                f"Received: keep={keep!r}"
-            )
+        check.check_int("keep", keep, 1)
         self.directory = os.fspath(directory)
         self.keep = keep
         # The weight steps named by each state this store wrote or read:

@@ -5,59 +5,16 @@ import math
 import keras
 from keras import ops
 
-try:  # The shared wording of the base-optimizer arguments in Keras's docs.
-    from keras.src.optimizers.optimizer import (
-        base_optimizer_keyword_args as _KERAS_KWARGS_DOC,
-    )
-except ImportError:  # pragma: no cover - private module moved.
-    _KERAS_KWARGS_DOC = (
-        "name, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,\n"
-        "            ema_overwrite_frequency, loss_scale_factor,\n"
-        "            gradient_accumulation_steps: see\n"
-        "            `keras.optimizers.Optimizer`.\n"
-    )
-
-# `weight_decay` is documented by each optimizer here: its meaning differs.
-BASE_KWARGS_DOC = _KERAS_KWARGS_DOC.replace(
-    "        weight_decay: Float. If set, weight decay is applied.\n", ""
+from keras_autolr._validation import check_bool, check_float
+from keras_autolr.optimizers._common import (
+    bias_correction,
+    constant,
+    fill_base_kwargs_doc,
 )
 
 
-def _constant(value, dtype):
-    """A Python number as a tensor of `dtype`, without a float32 detour."""
-    return ops.convert_to_tensor(value, dtype=dtype)
-
-
-def _bias_correction(beta, step, dtype):
-    """`1 - beta**step`, accurate in float32 too.
-
-    Computed as `-expm1(step * log(beta))` with `log(beta)` taken in Python
-    (float64): `1 - beta**step` in float32 loses about 1e-5 relative to
-    cancellation for `beta=0.999`, where the reference works in float64.
-    """
-    log_beta = math.log(beta) if beta > 0 else -math.inf
-    return ops.negative(
-        ops.expm1(ops.multiply(step, _constant(log_beta, dtype)))
-    )
-
-
-def _check_range(name, value, low, high=None):
-    """Raises a Keras-style `ValueError` unless `low <= value (< high)`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"Argument `{name}` must be a float. Received: {name}={value!r}"
-        )
-    if value < low:
-        raise ValueError(
-            f"Argument `{name}` must be >= {low}. Received: {name}={value}"
-        )
-    if high is not None and value >= high:
-        raise ValueError(
-            f"Argument `{name}` must be < {high}. Received: {name}={value}"
-        )
-
-
 @keras.saving.register_keras_serializable(package="keras_autolr")
+@fill_base_kwargs_doc
 class AdamP(keras.optimizers.Optimizer):
     """Optimizer that implements the AdamP algorithm.
 
@@ -162,28 +119,17 @@ class AdamP(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        if isinstance(learning_rate, (int, float)) and learning_rate < 0:
-            raise ValueError(
-                "Argument `learning_rate` must be >= 0. "
-                f"Received: learning_rate={learning_rate}"
-            )
-        _check_range("beta_1", beta_1, 0.0, 1.0)
-        _check_range("beta_2", beta_2, 0.0, 1.0)
-        _check_range("epsilon", epsilon, 0.0)
-        if epsilon == 0:
-            raise ValueError(
-                f"Argument `epsilon` must be > 0. Received: epsilon={epsilon}"
-            )
+        if isinstance(learning_rate, int | float):
+            check_float("learning_rate", learning_rate, 0.0)
+        check_float("beta_1", beta_1, 0.0, 1.0, high_open=True)
+        check_float("beta_2", beta_2, 0.0, 1.0, high_open=True)
+        check_float("epsilon", epsilon, 0.0, low_open=True)
         if weight_decay is None:
             weight_decay = 0.0
-        _check_range("weight_decay", weight_decay, 0.0)
-        _check_range("delta", delta, 0.0)
-        _check_range("wd_ratio", wd_ratio, 0.0)
-        if not isinstance(nesterov, bool):
-            raise ValueError(
-                "Argument `nesterov` must be a boolean. "
-                f"Received: nesterov={nesterov!r}"
-            )
+        check_float("weight_decay", weight_decay, 0.0)
+        check_float("delta", delta, 0.0)
+        check_float("wd_ratio", wd_ratio, 0.0)
+        check_bool("nesterov", nesterov)
         super().__init__(
             learning_rate=learning_rate,
             name=name,
@@ -271,7 +217,7 @@ class AdamP(keras.optimizers.Optimizer):
         projections = []
         for axes, size in views:
             cosine = self._cosine_similarity(gradient, weight, axes, eps)
-            threshold = _constant(self.delta / math.sqrt(size), dtype)
+            threshold = constant(self.delta / math.sqrt(size), dtype)
             conditions.append(ops.less(ops.max(cosine), threshold))
             projections.append(self._project(weight, perturb, axes, eps))
 
@@ -283,8 +229,8 @@ class AdamP(keras.optimizers.Optimizer):
         )
         wd_ratio = ops.where(
             ops.logical_or(use_channel, use_layer),
-            _constant(self.wd_ratio, dtype),
-            _constant(1.0, dtype),
+            constant(self.wd_ratio, dtype),
+            constant(1.0, dtype),
         )
         return perturb, wd_ratio
 
@@ -296,14 +242,14 @@ class AdamP(keras.optimizers.Optimizer):
         local_step = ops.cast(self.iterations + 1, dtype)
         # Python floats go through `convert_to_tensor(..., dtype)`: `cast`
         # would round them to float32 first (0.9 -> 0.89999998 in float64).
-        one = _constant(1.0, dtype)
-        eps = _constant(self.epsilon, dtype)
-        beta_1 = _constant(self.beta_1, dtype)
-        beta_2 = _constant(self.beta_2, dtype)
-        one_minus_beta_1 = _constant(1.0 - self.beta_1, dtype)
-        one_minus_beta_2 = _constant(1.0 - self.beta_2, dtype)
-        bias_correction_1 = _bias_correction(self.beta_1, local_step, dtype)
-        bias_correction_2 = _bias_correction(self.beta_2, local_step, dtype)
+        one = constant(1.0, dtype)
+        eps = constant(self.epsilon, dtype)
+        beta_1 = constant(self.beta_1, dtype)
+        beta_2 = constant(self.beta_2, dtype)
+        one_minus_beta_1 = constant(1.0 - self.beta_1, dtype)
+        one_minus_beta_2 = constant(1.0 - self.beta_2, dtype)
+        bias_correction_1 = bias_correction(self.beta_1, local_step, dtype)
+        bias_correction_2 = bias_correction(self.beta_2, local_step, dtype)
 
         index = self._get_variable_index(variable)
         m = self._momentums[index]
@@ -345,7 +291,7 @@ class AdamP(keras.optimizers.Optimizer):
         # Decay first (with the weight the projection saw), then the step.
         new_variable = variable
         if self.weight_decay > 0 and self._use_weight_decay(variable):
-            decay = ops.multiply(lr, _constant(self.weight_decay, dtype))
+            decay = ops.multiply(lr, constant(self.weight_decay, dtype))
             if wd_ratio is not None:
                 decay = ops.multiply(decay, wd_ratio)
             new_variable = ops.multiply(variable, ops.subtract(one, decay))
@@ -367,9 +313,3 @@ class AdamP(keras.optimizers.Optimizer):
             }
         )
         return config
-
-
-if AdamP.__doc__ is not None:
-    AdamP.__doc__ = AdamP.__doc__.replace(
-        "{{base_optimizer_keyword_args}}", BASE_KWARGS_DOC
-    )

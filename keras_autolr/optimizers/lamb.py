@@ -5,11 +5,11 @@ import re
 import keras
 from keras import ops
 
-from keras_autolr.optimizers.adamp import (
-    BASE_KWARGS_DOC,
-    _bias_correction,
-    _check_range,
-    _constant,
+from keras_autolr._validation import check_float
+from keras_autolr.optimizers._common import (
+    bias_correction,
+    constant,
+    fill_base_kwargs_doc,
 )
 
 
@@ -46,6 +46,7 @@ def _matches(patterns, variable):
 
 
 @keras.saving.register_keras_serializable(package="keras_autolr")
+@fill_base_kwargs_doc
 class LAMB(keras.optimizers.Lamb):
     """LAMB optimizer with the behaviour of `tfa.optimizers.LAMB`.
 
@@ -153,12 +154,12 @@ class LAMB(keras.optimizers.Lamb):
         name=None,
         **kwargs,
     ):
-        _check_range("beta_1", beta_1, 0.0, 1.0)
-        _check_range("beta_2", beta_2, 0.0, 1.0)
-        _check_range("epsilon", epsilon, 0.0)
+        check_float("beta_1", beta_1, 0.0, 1.0, high_open=True)
+        check_float("beta_2", beta_2, 0.0, 1.0, high_open=True)
+        check_float("epsilon", epsilon, 0.0)
         if weight_decay is None:
             weight_decay = 0.0
-        _check_range("weight_decay", weight_decay, 0.0)
+        check_float("weight_decay", weight_decay, 0.0)
         wd_patterns = _patterns(
             "exclude_from_weight_decay", exclude_from_weight_decay
         )
@@ -218,8 +219,8 @@ class LAMB(keras.optimizers.Lamb):
         local_step = ops.cast(self.iterations + 1, dtype)
         # Python floats go through `convert_to_tensor(..., dtype)`: `cast`
         # would round them to float32 first (0.9 -> 0.89999998 in float64).
-        bias_correction_1 = _bias_correction(self.beta_1, local_step, dtype)
-        bias_correction_2 = _bias_correction(self.beta_2, local_step, dtype)
+        bias_correction_1 = bias_correction(self.beta_1, local_step, dtype)
+        bias_correction_2 = bias_correction(self.beta_2, local_step, dtype)
 
         index = self._get_variable_index(variable)
         m = self._momentums[index]
@@ -227,32 +228,32 @@ class LAMB(keras.optimizers.Lamb):
         self.assign_add(
             m,
             ops.multiply(
-                ops.subtract(gradient, m), _constant(1 - self.beta_1, dtype)
+                ops.subtract(gradient, m), constant(1 - self.beta_1, dtype)
             ),
         )
         self.assign_add(
             v,
             ops.multiply(
                 ops.subtract(ops.square(gradient), v),
-                _constant(1 - self.beta_2, dtype),
+                constant(1 - self.beta_2, dtype),
             ),
         )
 
         m_hat = ops.divide(m, bias_correction_1)
         v_hat = ops.divide(v, bias_correction_2)
         update = ops.divide(
-            m_hat, ops.add(ops.sqrt(v_hat), _constant(self.epsilon, dtype))
+            m_hat, ops.add(ops.sqrt(v_hat), constant(self.epsilon, dtype))
         )
         if self._decays(variable):
             update = ops.add(
                 update,
-                ops.multiply(_constant(self.weight_decay, dtype), variable),
+                ops.multiply(constant(self.weight_decay, dtype), variable),
             )
 
         if self._adapts(variable):
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             u_norm = ops.sqrt(ops.sum(ops.square(update)))
-            one = _constant(1.0, dtype)
+            one = constant(1.0, dtype)
             ratio = ops.where(
                 ops.greater(w_norm, 0),
                 ops.where(
@@ -276,9 +277,3 @@ class LAMB(keras.optimizers.Lamb):
             }
         )
         return config
-
-
-if LAMB.__doc__ is not None:
-    LAMB.__doc__ = LAMB.__doc__.replace(
-        "{{base_optimizer_keyword_args}}", BASE_KWARGS_DOC
-    )

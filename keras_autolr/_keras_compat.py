@@ -1,0 +1,75 @@
+"""Every private Keras name that keras-autolr touches, in one place.
+
+Keras 3 has no public way to make an optimizer read its learning rate from
+a schedule *without* replacing its `learning_rate` variable: the setter
+swaps the variable for the schedule, which untracks it, and then a
+checkpoint of the optimizer no longer matches its layout
+(`keras.callbacks.BackupAndRestore` was seen to skip restoring the
+optimizer, its step counter back at 0). So AutoLR keeps the variable and
+redirects the one method that reads it, `_get_current_learning_rate`,
+which every Keras 3 optimizer calls once per step to get its LR. The
+variable itself is `_learning_rate`. A Keras release that renames either
+breaks only this module, and the callback tests catch it.
+"""
+
+import keras
+
+try:  # Keras's own wording of the base-optimizer arguments.
+    from keras.src.optimizers.optimizer import (
+        base_optimizer_keyword_args as _KWARGS_DOC,
+    )
+except ImportError:  # pragma: no cover - the private module moved.
+    _KWARGS_DOC = (
+        "name, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,\n"
+        "            ema_overwrite_frequency, loss_scale_factor,\n"
+        "            gradient_accumulation_steps: see\n"
+        "            `keras.optimizers.Optimizer`.\n"
+    )
+
+# The base-optimizer arguments for an optimizer's docstring, without
+# `weight_decay`: each optimizer here documents its own meaning of it.
+BASE_KWARGS_DOC = _KWARGS_DOC.replace(
+    "        weight_decay: Float. If set, weight decay is applied.\n", ""
+)
+
+
+def inner_optimizer(optimizer):
+    """The optimizer that applies the updates: the one inside a
+    `LossScaleOptimizer` (mixed precision), else `optimizer` itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def learning_rate_variable(optimizer):
+    """What holds the LR of the updating optimizer: a variable, or the
+    schedule or callable it was built with."""
+    return inner_optimizer(optimizer)._learning_rate
+
+
+def check_plain_learning_rate(optimizer):
+    """Raises `ValueError` unless the optimizer's LR is a plain variable,
+    which `read_learning_rate_from` can take over."""
+    value = learning_rate_variable(optimizer)
+    if isinstance(
+        value, keras.optimizers.schedules.LearningRateSchedule
+    ) or not isinstance(value, keras.Variable):
+        raise ValueError(
+            "AutoLR sets the learning rate itself, but the optimizer was "
+            f"built with learning_rate={value!r}. Compile with a plain float "
+            "learning rate instead (its value is not used), e.g. `AdamP()` "
+            "or `keras.optimizers.Lamb()`."
+        )
+
+
+def read_learning_rate_from(optimizer, schedule):
+    """Makes the updating optimizer use `schedule(iterations)` as its LR at
+    every step, in the compiled train step too. Its LR variable stays in
+    place (and tracked), so checkpoints keep their layout."""
+    inner = inner_optimizer(optimizer)
+    inner._get_current_learning_rate = lambda: schedule(inner.iterations)
+
+
+def stop_reading_learning_rate_from(optimizer):
+    """Undoes `read_learning_rate_from`: the LR variable is read again."""
+    inner = inner_optimizer(optimizer)
+    if "_get_current_learning_rate" in vars(inner):
+        del inner._get_current_learning_rate
