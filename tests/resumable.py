@@ -35,18 +35,7 @@ def main(argv=None):
     import support
 
     x, y = support.digits()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model = support.digits_mlp()
     log_path = os.path.join(args.workdir, "lr.log")
     marker = os.path.join(args.workdir, "killed")
 

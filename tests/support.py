@@ -40,6 +40,26 @@ def digits(n=1024):
     return (x[:n] / 16.0).astype("float32"), y[:n].astype("int32")
 
 
+def digits_mlp(hidden=(64,), optimizer=None, seed=0, **compile_kwargs):
+    """A compiled MLP for `digits()`: 64 inputs, ReLU layers of the sizes in
+    `hidden`, 10 logits; Adam unless `optimizer` is given. Seeds Keras with
+    `seed` first, so equal calls give equal initial weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((64,))]
+        + [keras.layers.Dense(units, activation="relu") for units in hidden]
+        + [keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **compile_kwargs,
+    )
+    return model
+
+
 def train(
     steps_per_execution=1,
     jit_compile=False,
@@ -51,25 +71,15 @@ def train(
     seed=0,
 ):
     """Trains an MLP on digits with Adam + AutoLR; returns a result dict."""
-    import keras
 
     from keras_autolr import AutoLR
-    from keras_autolr.snapshot import read_values, snapshot_variables
+    from keras_autolr.weights import read_values, snapshot_variables
 
     x, y = digits()
-    keras.utils.set_random_seed(seed)
     scope = strategy.scope() if strategy is not None else _null()
     with scope:
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Dense(64, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        model = digits_mlp(
+            seed=seed,
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
         )

@@ -13,7 +13,9 @@ import sys
 import pytest
 import support
 
-mpl_image = pytest.importorskip("matplotlib.image")
+support.require("matplotlib")
+
+import matplotlib.image as mpl_image  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 # Generous: CI shares 2 cores; each takes well under a minute alone.

@@ -68,29 +68,14 @@ def test_checkpoint_and_initial_epoch_resume(tmp_path):
     """The ModelCheckpoint + fit(initial_epoch=...) path."""
     x, y = support.digits()
 
-    def fresh_model():
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Dense(32, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        return model
-
     fit = dict(x=x, y=y, batch_size=64, shuffle=False, verbose=0)
     whole = AutoLR(epochs=10, verbose=0)
-    whole_model = fresh_model()
+    whole_model = support.digits_mlp(hidden=(32,))
     whole_model.fit(epochs=10, callbacks=[whole], **fit)
 
     ckpt = str(tmp_path / "model.keras")
     first = AutoLR(epochs=10, verbose=0, backup_dir=tmp_path / "autolr")
-    model = fresh_model()
+    model = support.digits_mlp(hidden=(32,))
     model.fit(
         epochs=6,
         callbacks=[first, keras.callbacks.ModelCheckpoint(ckpt)],

@@ -12,20 +12,19 @@ next step. `CSVLogger` writes the epoch logs as they are.
 import csv
 import os
 
+import keras
 import numpy as np
 import pytest
 import support
+import tensorflow as tf
+
+from keras_autolr import AutoLR
 
 # Short budgets at steps_per_execution=4: the logs, not the detection, are
 # under test here.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:AutoLR sees one loss per bin:RuntimeWarning"
 )
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from keras_autolr import AutoLR  # noqa: E402
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 8
@@ -37,17 +36,9 @@ def run(request, tmp_path_factory):
     # keras.callbacks.TensorBoard writes through the `tensorboard` package,
     # which tensorflow-cpu does not install.
     support.require("tensorboard")
-    from support import digits
-
     log_dir = tmp_path_factory.mktemp("logs")
-    x, y = digits(32 * STEPS_PER_EPOCH)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
-    model.compile(
-        optimizer=keras.optimizers.Adam(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        steps_per_execution=request.param,
-    )
+    x, y = support.digits(32 * STEPS_PER_EPOCH)
+    model = support.digits_mlp(hidden=(), steps_per_execution=request.param)
     autolr = AutoLR(verbose=0)
     model.fit(
         x,

@@ -12,19 +12,9 @@ from keras_autolr.weights import (
 
 def compiled_model(seed=0):
     """A small MLP with Adam, compiled; the optimizer is not built yet."""
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(10),
-        ]
+    return support.digits_mlp(
+        hidden=(16,), optimizer=keras.optimizers.Adam(1e-2), seed=seed
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
 
 
 def fit(model, steps=4):
