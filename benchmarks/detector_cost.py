@@ -10,7 +10,7 @@ and 1,000,000 recorded losses; the last is the long-run bound):
    those N steps: the per-step bookkeeping (binning, the next LR).
 2. `MinimumDetector().test(x, means, counts, key=k)` is then timed on
    exactly the arrays the controller would test after those N steps
-   (`centers, means, counts = ctl.loss_bins()`, `x = centers / N`), for
+   (`centers, means, counts = ctl.record.bins()`, `x = centers / N`), for
    `k = 0 .. R-1`, after one untimed call (reported as `first_ms`). The
    median and p90 of those R calls are `check_ms_median` and `check_ms_p90`.
 3. `bins` is how many bins the controller holds (at most `max_bins = 1024`:
@@ -29,7 +29,7 @@ How to read it: `check_ms_median` should stay roughly flat in N (the GP sees
 at most 1024 bins, fits on 100 of them and conditions each of its 5
 posteriors on 256), and under the 50 ms target at every size. For scale,
 the AutoWU reference implementation took 2.4 to 6.1 s per check; that figure
-is quoted from the design notes, not measured here.
+is quoted, not measured by this script.
 
 Usage: `python benchmarks/detector_cost.py [--sizes ...] [--repeats R]
 [--out DIR] [--quick]`. Writes `detector_cost.json` and `detector_cost.md`
@@ -135,7 +135,7 @@ def time_checks(
     ctl: AutoLRController, now: int, repeats: int
 ) -> tuple[float, list[float]]:
     """Times the detector on the controller's bins; (first, others) in ms."""
-    centers, means, counts = ctl.loss_bins()
+    centers, means, counts = ctl.record.bins()
     x = centers / now
     detector = MinimumDetector()
 
@@ -156,15 +156,15 @@ def measure(n: int, repeats: int, seed: int) -> dict:
         total_steps=total, max_warmup_fraction=0.5, check_every=n + 1
     )
     step_us = feed(ctl, losses)
-    if ctl.last_probability is not None:
+    if ctl.warmup_tests.last_probability is not None:
         raise RuntimeError("A check ran while filling the controller.")
     first_ms, times = time_checks(ctl, n, repeats)
     checked = AutoLRController(total_steps=total, max_warmup_fraction=0.5)
     step_us_with_checks = feed(checked, losses)
     return {
         "n": n,
-        "bins": len(ctl.loss_bins()[0]),
-        "bin_width": int(ctl.get_state()["bin_width"]),
+        "bins": len(ctl.record.bins()[0]),
+        "bin_width": int(ctl.record.get_state()["bin_width"]),
         "state_bytes": len(json.dumps(ctl.get_state())),
         "step_us": step_us,
         "first_ms": first_ms,
@@ -173,8 +173,8 @@ def measure(n: int, repeats: int, seed: int) -> dict:
         "check_ms_all": times,
         "repeats": repeats,
         "check_every_default": checked.check_every,
-        "checks_while_feeding": checked.num_checks,
-        "gp_runs_while_feeding": checked.detector_runs,
+        "checks_while_feeding": checked.warmup_tests.tests_run,
+        "gp_runs_while_feeding": checked.warmup_tests.detector_runs,
         "switched_while_feeding": bool(checked.events),
         "step_us_with_checks": step_us_with_checks,
         "target_met": float(np.median(times)) < TARGET_MS,

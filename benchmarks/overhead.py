@@ -58,10 +58,10 @@ Targets: <= 1.03 at `steps_per_execution=1`, <= 1.01 at 32. Timings on a
 shared machine are noisy; look at the spread of the per-pair ratios.
 
 Most of AutoLR's host work is per test, and the tests are about 100 per
-run whatever its length; a 640-step fit is where they weigh most. The
-README therefore also reports a fit five times longer (`--epochs 50
---name overhead_long`), in which the same tests are spread over 3,200
-steps.
+run whatever its length; a 640-step fit is where they weigh most.
+`benchmarks/README.md` therefore also reports a fit five times longer
+(`--epochs 50 --name overhead_long`), in which the same tests are spread
+over 3,200 steps.
 
 Usage: `python benchmarks/overhead.py [--pairs 7] [--epochs 10] [--quick]
 [--out DIR] [--name STEM]`. Writes `STEM.json` and `STEM.md` under `--out`
@@ -86,8 +86,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from provenance import environment as base_environment  # noqa: E402
 
-from keras_autolr import AutoLR  # noqa: E402
-from keras_autolr import controller as autolr_controller  # noqa: E402
+from keras_autolr import AutoLR, decisions  # noqa: E402
 
 TARGETS = {1: 1.03, 32: 1.01}
 SAMPLES = 4096
@@ -228,11 +227,11 @@ class TestClock:
 
     @classmethod
     def install(cls) -> None:
-        for name in ("_run_test", "_blew_up"):
+        for name in ("minimum_test", "blew_up"):
             setattr(
-                autolr_controller,
+                decisions,
                 name,
-                cls._timed(getattr(autolr_controller, name)),
+                cls._timed(getattr(decisions, name)),
             )
 
     @classmethod
@@ -344,8 +343,8 @@ def autolr_summary(ctl) -> dict:
     """How much work AutoLR did, and what it decided."""
     event = ctl.switch_event
     return {
-        "checks": ctl.num_checks,
-        "detector_runs": ctl.detector_runs,
+        "checks": ctl.warmup_tests.tests_run,
+        "detector_runs": ctl.warmup_tests.detector_runs,
         "check_every": ctl.check_every,
         "switch_step": ctl.switch_step,
         "switch_reason": event["reason"] if event else None,

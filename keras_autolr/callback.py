@@ -1,9 +1,9 @@
 """`AutoLR`: the Keras adapter of the AutoLR controller.
 
 Data path: Keras step -> `on_train_batch_end` (true per-chunk mean loss) ->
-`AutoLRController.update` -> detector -> controller -> `AutoLRSchedule`
-variables, written only when a decision changes. The optimizer evaluates the
-schedule in-graph every step.
+`AutoLRController.update` -> its `Report` -> `AutoLRSchedule` variables,
+written only when a decision changes, and the `WeightKeeper`'s copies. The
+optimizer evaluates the schedule in-graph every step.
 """
 
 import math
@@ -11,13 +11,13 @@ import warnings
 
 import keras
 
-from keras_autolr.state_store import WEIGHT_STEPS, StateStore
-from keras_autolr.controller import DECAY, AutoLRController
+from keras_autolr import _keras_compat, messages
+from keras_autolr import _validation as check
+from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import AutoLRSchedule
-from keras_autolr.weights import WeightSnapshot, all_finite
+from keras_autolr.state_store import WEIGHT_STEPS, StateStore
+from keras_autolr.weights import WeightKeeper, all_finite
 
-# At most this many tests between two weight copies while the loss falls.
-_SNAPSHOT_CHECKS = 4
 # Warn when no test can run before this fraction of the warmup ramp.
 _LATE_TEST = 0.25
 
@@ -26,13 +26,11 @@ _CONTROLLER_OPTIONS = (
     "max_lr",
     "max_warmup_fraction",
     "warmup",
-    "fast_start",
     "decay",
     "cooldown_fraction",
     "patience",
     "num_tests",
     "confidence",
-    "peak_fraction",
     "bin_steps",
     "min_bins",
     "max_bins",
@@ -51,8 +49,9 @@ class AutoLR(keras.callbacks.Callback):
 
     The schedule is evaluated in the compiled train step, every optimizer
     step, so it is exact with `steps_per_execution > 1`, under
-    `tf.distribute` strategies and with XLA; the callback only feeds losses
-    to the controller and writes two variables when a decision is made.
+    `tf.distribute` strategies and with XLA; the callback feeds losses to
+    the controller and writes the schedule's variables when a decision
+    changes them.
 
     Args:
         epochs: the training budget in epochs. Defaults to `None`: the
@@ -88,9 +87,9 @@ class AutoLR(keras.callbacks.Callback):
             tests during warmup and at the end of each epoch at a new
             lowest loss. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
-            `max_warmup_fraction`, `warmup`, `fast_start`, `decay`,
-            `cooldown_fraction`, `patience`, `num_tests`, `confidence`,
-            `peak_fraction`, `bin_steps`, `min_bins`, `max_bins`, `seed`.
+            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
+            `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
+            `max_bins`, `seed`.
             `bin_steps` defaults to the model's `steps_per_execution`; give
             both runs the same `bin_steps` to get identical decisions at
             different `steps_per_execution`.
@@ -125,8 +124,8 @@ class AutoLR(keras.callbacks.Callback):
                 f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
                 f"Valid options: {list(_CONTROLLER_OPTIONS)}"
             )
-        _check_optional_int("epochs", epochs)
-        _check_optional_int("steps_per_epoch", steps_per_epoch)
+        check.check_optional_int("epochs", epochs)
+        check.check_optional_int("steps_per_epoch", steps_per_epoch)
         if verbose not in (0, 1, True, False):
             raise ValueError(
                 "Argument `verbose` must be 0 or 1. "
@@ -138,16 +137,12 @@ class AutoLR(keras.callbacks.Callback):
                 f"Received: monitor={monitor!r}"
             )
         if check_every != "epoch":
-            _check_optional_int("check_every", check_every)
+            check.check_optional_int("check_every", check_every)
+        check.check_bool("restore_weights", restore_weights)
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.verbose = int(verbose)
         self.monitor = monitor
-        if not isinstance(restore_weights, bool):
-            raise ValueError(
-                "Argument `restore_weights` must be True or False. "
-                f"Received: restore_weights={restore_weights!r}"
-            )
         self.check_every = check_every
         self.backup_dir = None if backup_dir is None else str(backup_dir)
         self.restore_weights = restore_weights
@@ -161,8 +156,7 @@ class AutoLR(keras.callbacks.Callback):
         self._optimizer = None
         self._loss_scaled = False
         self._store = None
-        self._snapshot = None
-        self._pending = None
+        self._weights = None
 
     def get_config(self):
         return {
@@ -224,9 +218,7 @@ class AutoLR(keras.callbacks.Callback):
         self._warn_if_tests_come_late()
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
-        self._snapshot = WeightSnapshot(self.model)  # Confirmed.
-        self._pending = WeightSnapshot(self.model)  # Not judged yet.
-        self._snapshot_checks = 0
+        self._weights = WeightKeeper(self.model)
         self._install()
         self._resume_pending = True
 
@@ -249,9 +241,6 @@ class AutoLR(keras.callbacks.Callback):
                 "Pass `monitor=` the name of the loss entry."
             )
         ctl = self.controller
-        was_warmup = ctl.phase != DECAY
-        checks = ctl.num_checks
-        revision = ctl.revision
         # Keras logs the running mean of the epoch: recover the mean of the
         # steps run since the last call (one step, or one chunk of
         # `steps_per_execution` steps).
@@ -259,11 +248,13 @@ class AutoLR(keras.callbacks.Callback):
         total = float(logs[self.monitor]) * steps
         chunk = steps - self._epoch_steps
         if math.isfinite(self._epoch_total):
-            ctl.update((total - self._epoch_total) / chunk, num_steps=chunk)
+            report = ctl.update(
+                (total - self._epoch_total) / chunk, num_steps=chunk
+            )
         else:
             # A non-finite loss earlier in the epoch poisoned the running
             # mean until the epoch ends: these steps' losses are unknown.
-            ctl.skip(num_steps=chunk)
+            report = ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
         self.schedule.sync(horizon=self._chunk)
         if self._loss_scaled:
@@ -272,33 +263,31 @@ class AutoLR(keras.callbacks.Callback):
             # the count of batches run, which is the budget's clock.
             self.schedule.align(int(self._optimizer.iterations.numpy()))
         self._add_logs(logs)
-        if was_warmup and ctl.phase == DECAY:
-            self._on_switch()
-        elif not was_warmup and ctl.revision != revision:
-            self._on_rescue()
-        elif self.restore_weights and ctl.num_checks != checks:
-            self._keep_weights(at_check=True)
+        if report.switch is not None:
+            self._on_switch(report.switch)
+        elif report.rescue is not None:
+            self._on_rescue(report.rescue)
+        elif self.restore_weights and report.tested:
+            self._weights.offer(ctl, at_test=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             self._add_logs(logs)
         if self.restore_weights:
-            self._keep_weights()
+            self._weights.offer(self.controller)
         if self._store is not None:
             state = self.controller.get_state()
-            state[WEIGHT_STEPS] = self._save_weights()
+            state[WEIGHT_STEPS] = self._weights.save(self._store)
             self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):
         self._uninstall()
-        if self._snapshot is not None:
-            self._snapshot.release()
-            self._pending.release()
+        if self._weights is not None:
+            self._weights.release()
 
     # ------------------------------------------------------------------
 
     def _warn_if_tests_come_late(self):
-        """Bins of a whole chunk can push the first test up the ramp."""
         ctl = self.controller
         first = ctl.first_test_step
         if (
@@ -308,16 +297,7 @@ class AutoLR(keras.callbacks.Callback):
         ):
             return
         warnings.warn(
-            f"AutoLR sees one loss per bin of {ctl.bin_steps} steps (the "
-            f"model's steps_per_execution), so its first test of the loss "
-            f"minimum can only run at step {first}, "
-            f"{first / ctl.ramp_steps:.0%} of the way up the warmup ramp "
-            f"(LR {ctl.ramp_lr_at(float(first)):.3g} by then): it may see "
-            "the minimum too late. Lower steps_per_execution, train for "
-            "more steps, or pass a smaller `min_bins` (at least 3; fewer "
-            "points make each test less reliable).",
-            RuntimeWarning,
-            stacklevel=2,
+            messages.late_first_test(ctl), RuntimeWarning, stacklevel=2
         )
 
     def _budget(self):
@@ -371,167 +351,59 @@ class AutoLR(keras.callbacks.Callback):
                     "a new schedule, fit from epoch 0."
                 )
             ctl.set_state(state)
-        if self._store and self.restore_weights and not self._snapshot.taken:
-            self._load_weights(epoch)
+        if self._store and self.restore_weights and not self._weights.taken:
+            self._weights.load(self._store, epoch)
         self.schedule.sync(force=True)
         self.schedule.align(int(self._optimizer.iterations.numpy()), force=True)
 
-    def _keep_weights(self, at_check=False):
-        """Keeps a copy of the weights while the loss is at its lowest.
-
-        The loss of a step is measured before its update, so the weights
-        copied now are judged only by the losses that follow: a copy is
-        pending until the next call still finds the loss at its lowest,
-        and dropped if not (at the edge of a cliff, the last update is
-        often the one that blew up). Only confirmed copies are restored.
-
-        At a test, a new copy is taken only when the detector sees the
-        minimum coming (its probability is at least 0.5) or the last one
-        is `_SNAPSHOT_CHECKS` tests old: a copy at every test of a steadily
-        falling loss would cost more than the tests themselves.
-        """
-        ctl = self.controller
-        if not ctl.at_lowest_loss():
-            self._pending.release()
-            return
-        if self._pending.taken:
-            self._snapshot, self._pending = self._pending, self._snapshot
-            self._pending.release()
-        if at_check:
-            fresh = ctl.num_checks - self._snapshot_checks < _SNAPSHOT_CHECKS
-            if fresh and (ctl.last_probability or 0.0) < 0.5:
-                return
-        if self._pending.take(ctl.steps):
-            self._snapshot_checks = ctl.num_checks
-
-    def _save_weights(self):
-        """Writes the weight copies to `backup_dir`; returns their steps,
-        `[confirmed, pending]` (`None` where there is none), for the state
-        of this epoch."""
-        steps = []
-        for snapshot in (self._snapshot, self._pending):
-            if snapshot.taken:
-                self._store.save_weights(snapshot.step, snapshot.values)
-            steps.append(snapshot.step if snapshot.taken else None)
-        return steps
-
-    def _load_weights(self, epoch):
-        """Reads back the weight copies named by the state after `epoch`
-        epochs, so that a restarted run rolls back to the same weights."""
-        state = self._store.load(epoch) or {}
-        steps = state.get(WEIGHT_STEPS) or [None, None]
-        pairs = zip((self._snapshot, self._pending), steps, strict=True)
-        for snapshot, step in pairs:
-            if step is None:
-                continue
-            values = self._store.load_weights(step)
-            if values is None:
-                warnings.warn(
-                    f"AutoLR: the weight copy of step {step} named by the "
-                    f"state after epoch {epoch} is missing from "
-                    f"{self.backup_dir}; a rollback will use the copies "
-                    "kept from now on.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                return
-            snapshot.load(step, values)
-
-    def _restore_weights(self):
-        """Puts back the confirmed copy (else the pending one); returns the
-        step it was taken at, or None if there is none."""
-        for snapshot in (self._snapshot, self._pending):
-            if snapshot.taken:
-                snapshot.restore()
-                return snapshot.step
-        return None
-
-    def _on_switch(self):
-        ctl = self.controller
-        event = ctl.switch_event
+    def _on_switch(self, event):
         if self.restore_weights:
             # Weights that produced a non-finite loss are not worth keeping.
-            kept = self._restore_weights()
+            kept = self._weights.restore()
             if kept is not None and event["reason"] == "divergence":
-                warnings.warn(
-                    f"AutoLR: restored the weights and optimizer state kept "
-                    f"at step {kept}, before the loss became non-finite at "
-                    f"step {event['step'] - 1}.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                text = messages.restored_before_divergence(kept, event)
+                warnings.warn(text, RuntimeWarning, stacklevel=3)
             elif kept is None and not all_finite(self.model.get_weights()):
-                warnings.warn(
-                    "AutoLR: the weights became non-finite before any copy "
-                    "was kept; training continues from non-finite weights. "
-                    "Lower `min_lr` or `max_lr`.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                text = messages.NO_COPY_BEFORE_DIVERGENCE
+                warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
-            self._print_switch()
+            ctl = self.controller
+            print(messages.switch_line(ctl, event, self._steps_per_epoch))
 
-    def _on_rescue(self):
+    def _on_rescue(self, event):
         """The loss blew up during decay: the controller restarted the
         decay at half the LR; put back the weights of the lowest loss."""
-        event = self.controller.events[-1]
-        kept = self._restore_weights() if self.restore_weights else None
+        kept = self._weights.restore() if self.restore_weights else None
         if kept is not None:
-            warnings.warn(
-                f"AutoLR: restored the weights and optimizer state kept at "
-                f"step {kept} (lowest loss) after the loss blew up at step "
-                f"{event['step'] - 1}.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            text = messages.restored_after_blow_up(kept, event)
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
-            print(
-                f"AutoLR: loss blew up during decay at step "
-                f"{event['step'] - 1} ({event['reason']}); decay restarts at "
-                f"LR {event['peak_lr']:.3g}"
-                + (
-                    "."
-                    if kept is None
-                    else f" from the weights of step {kept}."
-                )
-            )
+            print(messages.rescue_line(event, kept))
 
     def _install(self):
         """Makes the optimizer evaluate the AutoLR schedule in-graph."""
         optimizer = self.model.optimizer
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
-        if isinstance(
-            inner._learning_rate,
-            keras.optimizers.schedules.LearningRateSchedule,
-        ) or not isinstance(inner._learning_rate, keras.Variable):
-            raise ValueError(
-                "AutoLR sets the learning rate itself, but the optimizer was "
-                "built with learning_rate="
-                f"{inner._learning_rate!r}. Compile with a plain float "
-                "learning rate instead (its value is not used), e.g. "
-                "`AdamP()` or `keras.optimizers.Lamb()`."
-            )
+        _keras_compat.check_plain_learning_rate(optimizer)
         if self.schedule is None or self.schedule.controller is not (
             self.controller
         ):
             with self.model.distribute_strategy.scope():
                 self.schedule = AutoLRSchedule(self.controller)
+        inner = _keras_compat.inner_optimizer(optimizer)
         self.schedule.sync(force=True)
         self.schedule.align(int(inner.iterations.numpy()), force=True)
-        # The LR variable stays in place (and tracked), so checkpoints of
-        # the optimizer keep their layout; only the read is redirected.
-        schedule = self.schedule
-        inner._get_current_learning_rate = lambda: schedule(inner.iterations)
+        _keras_compat.read_learning_rate_from(optimizer, self.schedule)
         self._optimizer = inner
         self._loss_scaled = inner is not optimizer
         self.model.make_train_function(force=True)
 
     def _uninstall(self):
-        inner = self._optimizer
-        if inner is None:
+        if self._optimizer is None:
             return
-        del inner._get_current_learning_rate
-        inner._learning_rate.assign(self.controller.lr)
+        _keras_compat.stop_reading_learning_rate_from(self._optimizer)
+        _keras_compat.learning_rate_variable(self._optimizer).assign(
+            self.controller.lr
+        )
         self._optimizer = None
         self.model.train_function = None
 
@@ -541,33 +413,3 @@ class AutoLR(keras.callbacks.Callback):
         last = max(ctl.steps - 1, 0)
         logs["learning_rate"] = float(ctl.lr_at(last))
         logs["autolr_phase"] = int(last >= ctl.switch_step)
-
-    def _print_switch(self):
-        ctl = self.controller
-        step = ctl.switch_step
-        epoch = step // self._steps_per_epoch + 1
-        remaining = ctl.total_steps - step
-        how = {
-            "minimum": "loss passed its minimum",
-            "divergence": "loss became non-finite",
-            "explosion": "loss rose back to its starting level",
-            "cap": "warmup cap reached",
-        }[ctl.switch_event["reason"]]
-        lr_min = ctl.minimum_lr
-        lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
-        print(
-            f"AutoLR: warmup ended at step {step} (epoch {epoch}), "
-            f"{how}: LR at loss minimum {lr_min_text}, peak LR "
-            f"{ctl.peak_lr:.3g} (from {float(ctl.lr_at(step - 1)):.3g}); "
-            f"{ctl.decay} decay to 0 over the remaining {remaining} steps."
-        )
-
-
-def _check_optional_int(name, value):
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be a positive integer or None. "
-            f"Received: {name}={value!r}"
-        )

@@ -1,8 +1,8 @@
 """The in-graph form of the AutoLR schedule, evaluated every optimizer step.
 
 The ramp and the decay are computed on the device from the optimizer's step
-counter and a few variables (where the ramp and the decay start, how fast the
-ramp grows, the peak LR, the step offset). The host writes those variables
+counter and a few variables (the switch step, where the current decay starts,
+its peak LR, the step offset). The host writes those variables
 only when the controller changes a decision, so the LR follows the schedule
 step by step inside a `steps_per_execution` chunk, under `tf.distribute`
 strategies and XLA, with no host op in the train step.
@@ -10,8 +10,6 @@ strategies and XLA, with no host op in the train step.
 
 import keras
 from keras import ops
-
-from keras_autolr import schedules
 
 
 class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -31,7 +29,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     >>> from keras_autolr import AutoLRController
     >>> ctl = AutoLRController(total_steps=1000)
     >>> schedule = AutoLRSchedule(ctl)
-    >>> float(schedule(0))  # == ctl.lr_at(0)
+    >>> round(float(schedule(0)), 9)  # ctl.lr_at(0), in float32
     0.0001
     """
 
@@ -39,9 +37,6 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.controller = controller
         self.switch_step = keras.Variable(
             0.0, dtype="float32", trainable=False, name="autolr_switch_step"
-        )
-        self.slow_step = keras.Variable(
-            0.0, dtype="float32", trainable=False, name="autolr_slow_step"
         )
         self.decay_start = keras.Variable(
             0.0, dtype="float32", trainable=False, name="autolr_decay_start"
@@ -73,15 +68,15 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             Whether the variables were written.
         """
         ctl = self.controller
-        if ctl.revision == self._synced_revision and not force:
+        if ctl.plan.revision == self._synced_revision and not force:
             return False
+        plan = ctl.plan
         values = {
-            "switch_step": float(ctl.switch_step),
-            "slow_step": float(ctl.slow_step_value),
+            "switch_step": float(plan.switch_step),
             # The current decay: the first one, or the restart after a
             # rescue.
-            "decay_start": float(ctl.decay_start),
-            "peak_lr": float(ctl.decay_peak_lr),
+            "decay_start": float(plan.decay_start),
+            "peak_lr": float(plan.decay_peak_lr),
         }
         deferred = (
             not force
@@ -99,7 +94,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 self._written[name] = value
                 written = True
         if not deferred:
-            self._synced_revision = ctl.revision
+            self._synced_revision = ctl.plan.revision
         return written
 
     def align(self, iterations, force=False):
@@ -118,12 +113,10 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32") - self.step_offset
-        return schedules.autolr(
+        return self.controller.shape.lr(
             step,
             switch_step=self.switch_step,
             peak_lr=self.peak_lr,
-            slow_step=self.slow_step,
             decay_start=self.decay_start,
             xp=ops,
-            **self.controller.schedule_constants,
         )

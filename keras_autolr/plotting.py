@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr.controller import AutoLRController, detector_inputs
+from keras_autolr.controller import AutoLRController
 from keras_autolr.detector import Posterior
+from keras_autolr.loss_stats import detector_inputs
 
 # LR curve resolution: enough for a smooth curve, cheap for any budget.
 _GRID_POINTS = 2000
@@ -34,6 +35,10 @@ _DECAYS = {
     "constant_cosine": "constant LR, then cosine decay",
 }
 _SWITCH = "C3"  # Colour of everything about the decision.
+# The marker of the loss minimum, on the LR and on the loss panel.
+_MINIMUM_MARKER = dict(
+    marker="o", ls="", ms=9, mfc="white", mec=_SWITCH, mew=2, zorder=5
+)
 
 
 def plot(run, path=None, title=None, *, figsize=(10.0, 7.5), dpi=100):
@@ -154,7 +159,7 @@ class _Facts:
             minimum_step = float(
                 np.interp(np.log(minimum_lr), np.log(ramp), steps)
             )
-        centers, means, counts = ctl.loss_bins()
+        centers, means, counts = ctl.record.bins()
         warm = np.isfinite(means) & (centers < now)
         posterior = None
         if np.count_nonzero(warm) >= 3:
@@ -198,12 +203,7 @@ def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
         ax.plot(
             facts.minimum_step,
             facts.minimum_lr,
-            "o",
-            ms=9,
-            mfc="white",
-            mec=_SWITCH,
-            mew=2,
-            zorder=5,
+            **_MINIMUM_MARKER,
             label=f"LR at the loss minimum{'' if facts.event else ' so far'}"
             f": {_lr(facts.minimum_lr)} (step {facts.minimum_step:.0f})",
         )
@@ -241,7 +241,7 @@ def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
 
 
 def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
-    centers, means, counts = ctl.loss_bins()
+    centers, means, counts = ctl.record.bins()
     finite = np.isfinite(means)
     width = int(np.max(counts, initial=1))
     ax.plot(
@@ -272,12 +272,7 @@ def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
             ax.plot(
                 facts.minimum_step,
                 np.interp(facts.minimum_step, steps, post.mean),
-                "o",
-                ms=9,
-                mfc="white",
-                mec=_SWITCH,
-                mew=2,
-                zorder=5,
+                **_MINIMUM_MARKER,
                 label=f"smoothed loss minimum (step {facts.minimum_step:.0f})",
             )
     if facts.event:

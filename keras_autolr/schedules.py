@@ -12,6 +12,7 @@ returned is the learning rate used *by* that update.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -145,8 +146,6 @@ def autolr(
     ramp_steps: float,
     total_steps: float,
     cooldown_steps: float,
-    slow_step: Any = math.inf,
-    fast_start: float = 1.0,
     decay_start: Any = None,
     xp: Any = np,
 ) -> Any:
@@ -156,41 +155,20 @@ def autolr(
     and `peak_lr` is `max_lr`, so that with no intervention the schedule
     ends warmup at the cap at the LR it has reached, as AutoWU does.
 
-    The ramp runs `fast_start` times faster before `slow_step`
-    (`warmup_lr`). The decay runs from `peak_lr` at `decay_start` (default:
-    `switch_step`) to 0 at `total_steps`. A decay restarted after a rescue
-    starts later than the switch; the steps between are not described by
-    this call.
+    The decay runs from `peak_lr` at `decay_start` (default: `switch_step`)
+    to 0 at `total_steps`. A decay restarted after a rescue starts later
+    than the switch; the steps between are not described by this call.
     """
     if decay_start is None:
         decay_start = switch_step
     step = xp.minimum(step, total_steps)
     warm = warmup_lr(
-        warmup,
-        step,
-        min_lr=min_lr,
-        max_lr=max_lr,
-        ramp_steps=ramp_steps,
-        slow_step=slow_step,
-        fast_start=fast_start,
-        xp=xp,
+        warmup, step, min_lr=min_lr, max_lr=max_lr, ramp_steps=ramp_steps, xp=xp
     )
     cool = decay(
         decay_kind, step, peak_lr, decay_start, total_steps, cooldown_steps, xp
     )
     return xp.where(step < switch_step, warm, cool)
-
-
-def ramp_position(
-    step: Any, slow_step: Any, fast_start: float, xp: Any = np
-) -> Any:
-    """How far along the ramp step `step` is, in ramp steps.
-
-    `fast_start` ramp steps per step before `slow_step`, then one per step:
-    the ramp runs faster while the LR is too small to move the loss.
-    """
-    before = xp.minimum(step, slow_step)
-    return fast_start * before + (step - before)
 
 
 def warmup_lr(
@@ -200,14 +178,70 @@ def warmup_lr(
     min_lr: float,
     max_lr: float,
     ramp_steps: float,
-    slow_step: Any,
-    fast_start: float,
     xp: Any = np,
 ) -> Any:
-    """LR of step `step` during warmup: the ramp at `ramp_position`.
-
-    The position stops at `ramp_steps`, so the LR never exceeds `max_lr`.
-    """
-    position = ramp_position(step, slow_step, fast_start, xp=xp)
-    position = xp.minimum(position, ramp_steps)
+    """LR of step `step` during warmup: the ramp, held at `max_lr` from
+    `ramp_steps` on."""
+    position = xp.minimum(step, ramp_steps)
     return ramp(kind, position, min_lr, max_lr, ramp_steps, xp=xp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """The fixed part of an AutoLR schedule: its ramp and decay, and the
+    budget. The decisions (switch step, peak LR) are arguments."""
+
+    warmup: str
+    decay: str
+    min_lr: float
+    max_lr: float
+    ramp_steps: float
+    total_steps: float
+    cooldown_steps: float
+
+    def lr(
+        self,
+        step: Any,
+        switch_step: Any,
+        peak_lr: Any,
+        decay_start: Any = None,
+        xp: Any = np,
+    ) -> Any:
+        """`autolr` of this shape."""
+        return autolr(
+            step,
+            switch_step=switch_step,
+            peak_lr=peak_lr,
+            warmup=self.warmup,
+            decay_kind=self.decay,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp_steps=self.ramp_steps,
+            total_steps=self.total_steps,
+            cooldown_steps=self.cooldown_steps,
+            decay_start=decay_start,
+            xp=xp,
+        )
+
+    def warmup_lr(self, step: Any, xp: Any = np) -> Any:
+        """`warmup_lr` of this shape."""
+        return warmup_lr(
+            self.warmup,
+            step,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp_steps=self.ramp_steps,
+            xp=xp,
+        )
+
+    def decay_lr(self, step: Any, peak_lr: Any, start: Any, xp: Any = np):
+        """`decay` of this shape, from `peak_lr` at `start`."""
+        return decay(
+            self.decay,
+            xp.minimum(step, self.total_steps),
+            peak_lr,
+            start,
+            self.total_steps,
+            self.cooldown_steps,
+            xp=xp,
+        )

@@ -1,7 +1,23 @@
-"""A host copy of the last good weights, for recovery from divergence."""
+"""Host copies of the weights from near the loss minimum, and which to keep.
+
+When warmup ends past the loss minimum, or the loss blows up during decay,
+rolling back the LR alone does not undo the damage the high LR did to the
+weights: AutoLR puts back a copy of the weights and optimizer state taken
+while the loss was at its lowest. `WeightSnapshot` is one such copy;
+`WeightKeeper` decides when to take one and which to put back.
+"""
+
+import warnings
 
 import keras
 import numpy as np
+
+from keras_autolr import _keras_compat
+from keras_autolr.state_store import WEIGHT_STEPS
+
+# During warmup, at most this many tests between two copies while the loss
+# falls (a copy at every test would cost more than the tests).
+_COPY_EVERY = 4
 
 
 class WeightSnapshot:
@@ -78,12 +94,105 @@ class WeightSnapshot:
         self._values = None
 
 
+class WeightKeeper:
+    """Keeps a copy of the weights while the loss is at its lowest.
+
+    The loss of a step is measured before its update, so the weights copied
+    now are judged only by the losses that follow: a copy is pending until
+    the next offer still finds the loss at its lowest, and dropped if not
+    (at the edge of a cliff, the last update is often the one that blew
+    up). Only a confirmed copy is restored, or the pending one if there is
+    none. Host memory: up to two copies of the model and optimizer state.
+
+    Args:
+        model: a compiled Keras model.
+    """
+
+    def __init__(self, model):
+        self.confirmed = WeightSnapshot(model)
+        self.pending = WeightSnapshot(model)
+        self._tests_at_copy = 0
+
+    def offer(self, controller, at_test=False):
+        """Takes a copy now if the controller's loss is at its lowest.
+
+        At a test (`at_test`), a copy is taken only when the detector sees
+        the minimum coming (its probability is at least 0.5) or the last
+        one is `_COPY_EVERY` tests old.
+        """
+        if not controller.at_lowest_loss():
+            self.pending.release()
+            return
+        if self.pending.taken:
+            self.confirmed, self.pending = self.pending, self.confirmed
+            self.pending.release()
+        tests = controller.warmup_tests
+        if at_test:
+            fresh = tests.tests_run - self._tests_at_copy < _COPY_EVERY
+            if fresh and (tests.last_probability or 0.0) < 0.5:
+                return
+        if self.pending.take(controller.steps):
+            self._tests_at_copy = tests.tests_run
+
+    def restore(self):
+        """Puts back the confirmed copy (else the pending one); returns the
+        step it was taken at, or `None` if there is none."""
+        for snapshot in (self.confirmed, self.pending):
+            if snapshot.taken:
+                snapshot.restore()
+                return snapshot.step
+        return None
+
+    @property
+    def taken(self):
+        return self.confirmed.taken or self.pending.taken
+
+    def save(self, store):
+        """Writes the copies to the `StateStore` `store`; returns their
+        steps, `[confirmed, pending]` (`None` where there is none), for the
+        state that names them."""
+        steps = []
+        for snapshot in (self.confirmed, self.pending):
+            if snapshot.taken:
+                store.save_weights(snapshot.step, snapshot.values)
+            steps.append(snapshot.step if snapshot.taken else None)
+        return steps
+
+    def load(self, store, epoch):
+        """Reads back the copies named by the state after `epoch` epochs
+        in `store`, so that a restarted run rolls back to the same
+        weights."""
+        state = store.load(epoch) or {}
+        steps = state.get(WEIGHT_STEPS) or [None, None]
+        pairs = zip((self.confirmed, self.pending), steps, strict=True)
+        for snapshot, step in pairs:
+            if step is None:
+                continue
+            values = store.load_weights(step)
+            if values is None:
+                warnings.warn(
+                    f"AutoLR: the weight copy of step {step} named by the "
+                    f"state after epoch {epoch} is missing from "
+                    f"{store.directory}; a rollback will use the copies "
+                    "kept from now on.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return
+            snapshot.load(step, values)
+
+    def release(self):
+        self.confirmed.release()
+        self.pending.release()
+
+
 def snapshot_variables(model):
     """The model's weights, then its optimizer's state, without the step
     counter and the learning-rate variable."""
     optimizer = model.optimizer
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    skip = {id(inner.iterations), id(inner._learning_rate)}
+    inner = _keras_compat.inner_optimizer(optimizer)
+    lr = _keras_compat.learning_rate_variable(optimizer)
+    skip = {id(inner.iterations), id(lr)}
     return list(model.weights) + [
         v for v in optimizer.variables if id(v) not in skip
     ]

@@ -138,7 +138,7 @@ def test_per_step_losses_are_recovered_from_the_running_mean():
             verbose=0,
             callbacks=[autolr],
         )
-        centers, means, counts = autolr.controller.loss_bins()
+        centers, means, counts = autolr.controller.record.bins()
         per_step = np.tile(np.arange(1, steps + 1, dtype=float), 2)
         expected = per_step.reshape(-1, spe).mean(axis=1)
         np.testing.assert_allclose(means, expected, rtol=1e-5)
@@ -291,11 +291,11 @@ def test_bad_arguments(kwargs, error, match):
 
 
 def test_config_round_trip():
-    autolr = AutoLR(epochs=7, verbose=0, check_every="epoch", peak_fraction=0.5)
+    autolr = AutoLR(epochs=7, verbose=0, check_every="epoch", patience=5)
     config = autolr.get_config()
     clone = AutoLR.from_config(config)
     assert clone.get_config() == config
-    assert config["peak_fraction"] == 0.5
+    assert config["patience"] == 5
     assert config["check_every"] == "epoch"
 
 
@@ -358,7 +358,7 @@ class Sabotage(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch is None and self.autolr.controller.phase == "decay":
             self.epoch = epoch
-            snapshot = self.autolr._snapshot  # The confirmed copy.
+            snapshot = self.autolr._weights.confirmed
             self.kept = snapshot.step if snapshot.taken else None
             self.model.set_weights(
                 [np.full_like(w, np.nan) for w in self.model.get_weights()]
@@ -383,7 +383,7 @@ def test_a_blow_up_in_decay_restores_the_weights_and_halves_the_lr():
     assert rescue["reason"] == "divergence"
     # Caught at the first step of the sabotaged epoch (16 steps each).
     assert rescue["step"] == 16 * sabotage.epoch + 1
-    assert ctl.decay_peak_lr == pytest.approx(0.5 * rescue["lr_before"])
+    assert ctl.plan.decay_peak_lr == pytest.approx(0.5 * rescue["lr_before"])
     # The copy kept at the lowest loss came back; the rest of the poisoned
     # epoch (Keras's running mean stays NaN) was skipped, not rescued again.
     assert sabotage.kept is not None and sabotage.kept < rescue["step"]
@@ -495,28 +495,31 @@ def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
     trace = WeightTrace(layer)
     whole = fit_abs(model, trace)
     switch = whole.controller.switch_step
-    # The switch (step 64) restores the copy of step 48: a restart after
-    # epoch 3 (step 60) falls between them.
+    # trace.values[j] holds the weights after j steps, as the copy of step
+    # j does: the switch restores the copy of the last step whose weights
+    # it puts back. A restart after epoch 3 must fall between the two.
     kept = [j for j in range(switch) if trace.values[j] == trace.values[switch]]
-    assert kept[-1] < 60 < switch
+    assert kept
+    restored, restart = kept[-1], 3 * 20  # 20 steps per epoch.
+    assert restored < restart < switch
     backup = tmp_path / "autolr"
 
     interrupted, _ = abs_model()
     fit_abs(interrupted, epochs=3, backup_dir=backup)
     assert (
-        48
+        restored
         in json.loads((backup / "autolr-epoch-000003.json").read_text())[
             "weight_steps"
         ]
     )
-    assert copies_on_disk(backup) == copies_named(backup) >= {48}
+    assert copies_on_disk(backup) == copies_named(backup) >= {restored}
     # A new callback, as in a new process: nothing kept in memory. The
     # model goes on from its weights after epoch 3 (SGD has no state).
     resumed = fit_abs(interrupted, initial_epoch=3, backup_dir=backup)
     assert resumed.controller.events == whole.controller.events
     # Copies that no kept state names are gone.
     assert copies_on_disk(backup) == copies_named(backup)
-    assert 48 not in copies_on_disk(backup)
+    assert restored not in copies_on_disk(backup)
     np.testing.assert_array_equal(
         interrupted.get_weights(), model.get_weights()
     )

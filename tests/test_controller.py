@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_autolr import schedules
-from keras_autolr.controller import AutoLRController
+from keras_autolr.controller import AutoLRController, Report
 
 
 def u_loss(lr, best=1e-2):
@@ -172,22 +172,6 @@ def test_a_chunk_straddling_the_cap_does_not_rewrite_the_past():
     assert ctl.events[0]["reason"] == "cap"
 
 
-@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
-def test_memory_is_bounded_and_losses_conserved():
-    ctl = AutoLRController(total_steps=100_000, max_bins=64)
-    for i in range(5000):
-        ctl.step(1.0 + (i % 7))
-    centers, means, counts = ctl.loss_bins()
-    assert len(means) < 64
-    # The merged bins still hold every recorded step and loss exactly.
-    assert counts.sum() + ctl.get_state()["open_count"] == 5000
-    total = np.sum(means * counts) + ctl.get_state()["open_sum"]
-    assert total == pytest.approx(sum(1.0 + (i % 7) for i in range(5000)))
-    width = counts[0]
-    np.testing.assert_array_equal(counts, width)
-    np.testing.assert_allclose(centers, (np.arange(len(counts)) + 0.5) * width)
-
-
 def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
     ctl = AutoLRController(total_steps=1000)
     used = drive(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 300, noise=0.01)
@@ -204,8 +188,8 @@ def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
         later = ctl.step(float("inf"))
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "divergence"
-    assert rescue["step"] == ctl.decay_start == 302
-    assert ctl.decay_peak_lr == pytest.approx(0.5 * lr)
+    assert rescue["step"] == ctl.plan.decay_start == 302
+    assert ctl.plan.decay_peak_lr == pytest.approx(0.5 * lr)
     assert later <= 0.5 * lr
     # The past is not rewritten.
     assert ctl.lr_at(301) == lr
@@ -240,18 +224,20 @@ def test_a_test_acts_one_test_later_whichever_thread_runs_it():
     assert switch["step"] == tested[-1] + check_every
 
 
-@pytest.mark.parametrize("best", np.geomspace(0.05, 1.0, 49))
-def test_warmup_ends_once_when_the_last_answer_lands_at_the_cap(best):
+def test_warmup_ends_once_when_the_last_answer_lands_at_the_cap():
     """At the cap, the answer of the previous test lands and the test at
     the cap acts at once: one switch, whichever of them ends warmup."""
-    ctl = AutoLRController(total_steps=128)  # A test every step.
-    drive(ctl, lambda lr: u_loss(lr, best=best), 128, noise=0.01)
-    (switch,) = ctl.events
-    assert switch["step"] <= ctl.ramp_steps == 51
-    # Here the answer that lands at the cap ends warmup there, and the
-    # test at the cap would have voted "past the minimum" too.
-    if 0.098 < best < 0.1:
-        assert (switch["step"], switch["reason"]) == (51, "minimum")
+    ends = set()
+    for best in np.geomspace(0.05, 1.0, 49):
+        ctl = AutoLRController(total_steps=128)  # A test every step.
+        drive(ctl, lambda lr, best=best: u_loss(lr, best=best), 128, noise=0.01)
+        (switch,) = ctl.events
+        assert switch["step"] <= ctl.ramp_steps == int(0.4 * 128), best
+        ends.add((switch["step"] == ctl.ramp_steps, switch["reason"]))
+    # Minima from below the LR of the cap to beyond it: warmup ends by a
+    # minimum before the cap, by the cap, and, in between, by a minimum
+    # found right at the cap, where two decisions meet.
+    assert ends >= {(False, "minimum"), (True, "minimum"), (True, "cap")}
 
 
 def test_a_state_saved_before_a_test_answers_resumes_exactly():
@@ -259,7 +245,7 @@ def test_a_state_saved_before_a_test_answers_resumes_exactly():
     drive(ctl, u_loss, 150)
     # Step 150 was a test point: its answer is due at step 160.
     state = json.loads(json.dumps(ctl.get_state()))
-    assert state["pending"]["now"] == 150
+    assert state["warmup"]["pending"]["now"] == 150
     clone = AutoLRController.from_state(state)
     rng = np.random.default_rng(7)
     for _ in range(850):
@@ -287,7 +273,7 @@ def test_reference_cadence_checks_once_per_epoch():
     ctl.detector.test = spy
     checks = []
     for _ in drive_lrs(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 500):
-        checks.append(ctl.num_checks)
+        checks.append(ctl.warmup_tests.tests_run)
     # One test per 50 steps, the last one at the cap: it may still set
     # the peak LR.
     steps = np.arange(1, 501)
@@ -296,7 +282,8 @@ def test_reference_cadence_checks_once_per_epoch():
     # fallen (by 0.08, 8 noise std, at step 100; 0.04 at step 50), up to
     # the cap, where its smoothed minimum sets the LR that warmup ends at.
     assert calls == list(range(100, 501, 50))
-    assert len(calls) == ctl.detector_runs == ctl.num_checks - 1
+    tests = ctl.warmup_tests
+    assert len(calls) == tests.detector_runs == tests.tests_run - 1
     assert ctl.switch_event["reason"] == "cap"
 
 
@@ -316,7 +303,6 @@ def test_reference_cadence_checks_once_per_epoch():
         ({"check_every": 0}, "check_every"),
         ({"check_every": 12, "bin_steps": 8}, "multiple of `bin_steps`"),
         ({"patience": 0}, "patience"),
-        ({"peak_fraction": 0.0}, "peak_fraction"),
         ({"bin_steps": True}, "bin_steps"),
         ({"max_bins": 33}, "max_bins"),
         ({"confidence": 0.3}, "confidence"),
@@ -434,8 +420,8 @@ def test_no_gp_runs_before_the_loss_has_clearly_fallen():
     assert event["reason"] == "cap" and event["step"] == 160
     # One test every 4 steps, but the GP runs only at the cap, step 160,
     # where it still sets the peak LR.
-    assert flat.num_checks == 160 // 4 - 1  # From 8 bins on.
-    assert flat.detector_runs == 1
+    assert flat.warmup_tests.tests_run == 160 // 4 - 1  # From 8 bins on.
+    assert flat.warmup_tests.detector_runs == 1
     assert event["minimum_lr"] is not None
     assert event["peak_lr"] == flat.peak_lr == event["minimum_lr"]
 
@@ -448,9 +434,9 @@ def test_no_gp_runs_before_the_loss_has_clearly_fallen():
     # and at every test after it, up to the one that ends warmup, at the
     # following test point.
     checks = (falling.switch_step - 8) // 4
-    assert falling.num_checks == checks
-    assert 0 < checks - falling.detector_runs <= 40 // 4
-    assert falling.detector_runs >= falling.patience
+    assert falling.warmup_tests.tests_run == checks
+    assert 0 < checks - falling.warmup_tests.detector_runs <= 40 // 4
+    assert falling.warmup_tests.detector_runs >= falling.patience
 
 
 def test_the_lr_of_a_step_follows_every_decision():
@@ -465,7 +451,7 @@ def test_the_lr_of_a_step_follows_every_decision():
     assert after == ctl.lr_at(np.array([300.0]))[0]
     # A state with the same revision but another peak.
     state = ctl.get_state()
-    state["peak_lr"] *= 0.5
+    state["plan"]["peak_lr"] *= 0.5
     ctl.set_state(state)
     assert ctl.lr_at(300) == pytest.approx(0.5 * after, rel=1e-12)
     assert ctl.lr_at(300) == ctl.lr_at(np.array([300.0]))[0]
@@ -480,7 +466,7 @@ def test_one_test_per_update_even_for_chunks_wider_than_bins():
     checks = []
     for start in range(0, 640, 32):  # A clean decreasing staircase.
         ctl.update(2.0 - start / 640 + 0.01 * rng.normal(), num_steps=32)
-        checks.append(ctl.num_checks)
+        checks.append(ctl.warmup_tests.tests_run)
     # One test per update of 32 steps (4 test points each), up to the cap
     # at step 320; none in decay.
     assert checks == list(range(1, 11)) + [10] * 10
@@ -498,29 +484,6 @@ def test_from_state_rebuilds_an_equal_controller():
     )
     with pytest.raises(ValueError, match="get_state"):
         AutoLRController.from_state([1, 2])
-
-
-def test_despike_removes_isolated_outliers_and_keeps_real_rises():
-    from keras_autolr.controller import despike
-
-    rng = np.random.default_rng(0)
-    base = np.linspace(2.0, 1.0, 60) + 0.01 * rng.normal(size=60)
-    spiky = base.copy()
-    spiky[[20, 45, 59]] += [0.5, -0.4, 0.3]  # One at the very end.
-    cleaned = despike(spiky)
-    np.testing.assert_allclose(cleaned[:56], base[:56], atol=0.05)
-    # At the end the window is one-sided: the spike is cut, not erased.
-    assert abs(cleaned[59] - base[59]) < 0.1
-    rising = np.concatenate([base[:50], base[49] + 0.1 * np.arange(1, 11)])
-    kept = despike(rising)
-    np.testing.assert_array_equal(kept[:58], rising[:58])
-    # The one-sided window lags a steep rise by at most two bins at the end.
-    assert np.all(kept[58:] >= rising[56])
-    with_nan = spiky.copy()
-    with_nan[10] = np.nan
-    out = despike(with_nan)
-    assert np.isnan(out[10])
-    assert abs(out[20] - base[20]) < 0.05
 
 
 def test_one_bad_batch_does_not_end_warmup():
@@ -544,25 +507,28 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     drive(ctl, u_loss, 500)
     assert ctl.phase == "decay" and not ctl.rescues
     before = ctl.lr_at(np.arange(1000))
-    start = float(np.median(ctl.loss_bins()[1][:8]))
-    # Back at the starting level: caught at the first test (step 510),
-    # and acted on at once (the decay guard runs on the training thread).
+    start = float(np.median(ctl.record.bins()[1][:8]))
+    # Back at the starting level from now on: caught at the first test
+    # point after the blow-up begins, and acted on at once (the decay guard
+    # runs on the training thread).
+    r = (ctl.steps // 10 + 1) * 10  # check_every=10.
     with pytest.warns(RuntimeWarning, match="back to its starting level"):
-        for _ in range(10):
+        while ctl.steps < r:
             lr = ctl.step(start)
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "explosion"
-    assert rescue["step"] == ctl.decay_start == 510
-    assert rescue["lr_before"] == before[509]
-    assert ctl.decay_peak_lr == pytest.approx(0.5 * before[509], rel=1e-12)
+    assert rescue["step"] == ctl.plan.decay_start == r
+    assert rescue["lr_before"] == before[r - 1]
+    peak = ctl.plan.decay_peak_lr
+    assert peak == pytest.approx(0.5 * before[r - 1], rel=1e-12)
     # Steps run keep their LR; the rest is a cosine from the new peak.
     after = ctl.lr_at(np.arange(1000))
-    np.testing.assert_array_equal(after[:510], before[:510])
+    np.testing.assert_array_equal(after[:r], before[:r])
     expected = schedules.cosine_decay(
-        np.arange(510, 1000.0), 0.5 * before[509], 510.0, 1000.0
+        np.arange(r, 1000.0), 0.5 * before[r - 1], r, 1000.0
     )
-    np.testing.assert_allclose(after[510:], expected, rtol=1e-12)
-    assert lr == after[510]
+    np.testing.assert_allclose(after[r:], expected, rtol=1e-12)
+    assert lr == after[r]
     # The next test sees only the steps since the rescue: no second one.
     for _ in range(50):
         ctl.step(1.0)
@@ -574,66 +540,58 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     )
 
 
-def test_fast_start_runs_the_ramp_faster_until_the_loss_moves():
-    ctl = AutoLRController(total_steps=600, fast_start=3.0, min_lr=1e-5)
-    used = drive(ctl, u_loss, 600)
-    slow, switch = ctl.slow_step, ctl.switch_step
-    # The loss starts moving at LR ~1e-4 (0.3 above its floor at 1e-2,
-    # noise 0.05): caught within a few tests, long before the switch.
-    assert 8 <= slow < switch < 300
-    steps = np.arange(switch, dtype=np.float64)
-    position = np.where(steps < slow, 3.0 * steps, steps + 2.0 * slow)
-    ramp = schedules.exponential_ramp(position, ctl.min_lr, 1.0, ctl.ramp_steps)
-    np.testing.assert_allclose(used[:switch], ramp, rtol=1e-12)
-    assert used[slow - 1] < 1e-3
-    assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
-
-
 def test_skipped_steps_advance_the_schedule_and_decide_nothing():
     ctl = AutoLRController(total_steps=100, max_warmup_fraction=0.5)
     ctl.update(1.0, num_steps=10)
-    lr = ctl.skip(num_steps=20)
+    report = ctl.skip(num_steps=20)
     assert ctl.steps == 30 and ctl.phase == "warmup" and not ctl.events
-    assert lr == ctl.lr_at(30)
-    _, means, counts = ctl.loss_bins()
+    assert report == Report(lr=ctl.lr_at(30))  # Nothing tested or decided.
+    _, means, counts = ctl.record.bins()
     assert np.isnan(means[10:]).all() and counts.sum() == 30
-    ctl.skip(num_steps=30)  # Crosses the cap at 50: warmup ends there.
-    assert ctl.switch_event["reason"] == "cap"
-    ctl.skip(num_steps=10)  # Unknown, not non-finite: no rescue.
-    assert not ctl.rescues
+    report = ctl.skip(num_steps=30)  # Crosses the cap at 50: ends warmup.
+    assert report.switch == ctl.switch_event
+    assert report.switch["reason"] == "cap"
+    report = ctl.skip(num_steps=10)  # Unknown, not non-finite: no rescue.
+    assert report.rescue is None and not ctl.rescues
 
 
-def test_at_lowest_loss_compares_running_medians_not_single_bins():
+def test_update_reports_each_test_and_decision_once():
+    ctl = AutoLRController(total_steps=1000, check_every=10)
     rng = np.random.default_rng(0)
-    ctl = AutoLRController(total_steps=10_000)
-    # A falling loss, then a long noisy plateau with one freak low batch.
-    for loss in np.linspace(2.0, 1.0, 100) + 0.05 * rng.normal(size=100):
-        ctl.step(float(loss))
-    ctl.step(0.2)
-    for loss in 1.0 + 0.05 * rng.normal(size=300):
-        ctl.step(float(loss))
-    # The plateau is the lowest level, although no bin is near 0.2.
-    assert ctl.at_lowest_loss()
-    # A sudden blow-up is caught at its first bin, before the median moves.
-    ctl.step(3.0)
-    assert not ctl.at_lowest_loss()
-    # A loss that climbs back up is not at its lowest either.
-    for loss in np.linspace(1.0, 1.5, 30):
-        ctl.step(float(loss))
-    assert not ctl.at_lowest_loss()
-    ctl.skip()  # An unknown loss is not a low one.
-    assert not ctl.at_lowest_loss()
+    lr, tested, switches, rescues = ctl.lr, 0, [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for step in range(1000):
+            if ctl.phase == "warmup":
+                loss = u_loss(lr) + 0.01 * rng.normal()
+            elif 700 <= step < 720:
+                loss = 50.0  # A blow-up in decay: one rescue.
+            else:
+                loss = 1.0 + 0.01 * rng.normal()  # Progress is kept.
+            runs = ctl.warmup_tests.tests_run
+            report = ctl.update(loss)
+            assert report.lr == ctl.lr == ctl.lr_at(step + 1)
+            assert report.tested == (ctl.warmup_tests.tests_run == runs + 1)
+            tested += report.tested
+            switches += [report.switch] if report.switch else []
+            rescues += [report.rescue] if report.rescue else []
+            lr = report.lr
+    assert tested == ctl.warmup_tests.tests_run > 0
+    assert switches == [ctl.switch_event]
+    assert rescues == ctl.rescues and len(rescues) == 1
 
 
 def test_a_network_that_stays_dead_gets_one_restart_not_a_cascade():
     ctl = AutoLRController(total_steps=1000, check_every=10)
     drive(ctl, u_loss, 500)
-    start = float(np.median(ctl.loss_bins()[1][:8]))
+    start = float(np.median(ctl.record.bins()[1][:8]))
+    blow_up = ctl.steps
     with pytest.warns(RuntimeWarning, match="back to its starting level"):
         for _ in range(300):
             ctl.step(start)  # Never recovers.
     (rescue,) = ctl.rescues
-    assert rescue["step"] == 510
+    # At the first test point after the blow-up (check_every=10).
+    assert rescue["step"] == (blow_up // 10 + 1) * 10
     # A non-finite loss before any recovery does not halve it again.
     ctl.step(math.nan)
     assert len(ctl.rescues) == 1
@@ -651,65 +609,13 @@ def test_a_short_rise_right_after_the_switch_is_left_alone():
     while ctl.phase == "warmup":
         ctl.step(u_loss(ctl.lr))
     switch = ctl.switch_step
-    start = float(np.median(ctl.loss_bins()[1][:8]))
+    start = float(np.median(ctl.record.bins()[1][:8]))
     # Back at the start for 20 steps: shorter than 3 tests.
     for _ in range(20):
         ctl.step(start)
     for _ in range(100):
         ctl.step(1.0)
     assert not ctl.rescues and ctl.steps == switch + 120
-
-
-def test_local_noise_follows_the_noise_of_each_stretch():
-    from keras_autolr.controller import local_noise
-
-    rng = np.random.default_rng(0)
-    quiet = 2.3 + 0.01 * rng.normal(size=100)
-    loud = np.linspace(2.3, 0.5, 100) + 0.2 * rng.normal(size=100)
-    means = np.concatenate([quiet, loud])
-    noise = local_noise(means)
-    assert noise.shape == means.shape
-    np.testing.assert_allclose(np.median(noise[10:90]), 0.01, rtol=0.3)
-    np.testing.assert_allclose(np.median(noise[110:190]), 0.2, rtol=0.3)
-    # Bin 50 takes the 16 successive differences 42..57, scaled as a MAD.
-    d = np.diff(means)[42:58]
-    expected = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)
-    assert noise[50] == pytest.approx(expected, rel=1e-12)
-    # Non-finite bins are left out and get NaN; the others stay finite.
-    means[[5, 150]] = [np.nan, np.inf]
-    noise = local_noise(means)
-    assert np.isnan(noise[[5, 150]]).all()
-    assert np.isfinite(np.delete(noise, [5, 150])).all()
-    # Exactly repeated losses: no noise anywhere, and no division by 0.
-    np.testing.assert_array_equal(local_noise(np.ones(40)), np.zeros(40))
-
-
-def test_rise_is_how_far_the_recent_losses_are_above_their_lowest():
-    from keras_autolr.controller import _rise, local_noise
-
-    rng = np.random.default_rng(1)
-    t = np.linspace(0.0, 1.0, 120)
-    shapes = {
-        "falling": 2.0 - t,
-        "u": 1.0 + 4.0 * (t - 0.6) ** 2,
-        "knee": np.maximum(2.0 - 3.0 * t, 1.0),  # Falls, then levels off.
-    }
-    rise = {}
-    for name, level in shapes.items():
-        means = level + 0.01 * rng.normal(size=t.size)
-        rise[name] = _rise(means, local_noise(means))
-    # Still falling: the latest median is the lowest.
-    assert rise["falling"] == 0.0
-    # Levelled off: above the lowest median by noise only, no vote.
-    assert 0.0 <= rise["knee"] <= 2.0
-    # Risen by 0.16 over noise of 0.01.
-    assert rise["u"] > 10.0
-    # By hand: medians of 8 of a V, noise 1 everywhere.
-    v = np.abs(np.arange(-10.0, 11.0))
-    noise = np.ones_like(v)
-    running = np.median(np.lib.stride_tricks.sliding_window_view(v, 8), 1)
-    assert _rise(v, noise) == running[-1] - running.min()
-    assert _rise(v[:8], noise[:8]) == 0.0  # Too few bins.
 
 
 def _lr_range_loss(lr, rng):

@@ -118,7 +118,7 @@ def test_mixed_precision(policy):
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     ctl = autolr.controller
-    _, means, _ = ctl.loss_bins()
+    _, means, _ = ctl.record.bins()
     np.testing.assert_allclose(
         means, np.tile(np.arange(1, steps + 1), 3), rtol=1e-6
     )

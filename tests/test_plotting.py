@@ -5,14 +5,16 @@ import sys
 
 import numpy as np
 import pytest
+import support
 
-mpl_image = pytest.importorskip("matplotlib.image")
+support.require("matplotlib")
 
+import matplotlib.image as mpl_image  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import keras_autolr  # noqa: E402
 from keras_autolr import AutoLRController, plotting, schedules  # noqa: E402
-from keras_autolr.controller import detector_inputs  # noqa: E402
+from keras_autolr.loss_stats import detector_inputs  # noqa: E402
 
 
 def lr_text(value):
@@ -44,25 +46,11 @@ def fed(steps, total_steps=1000, loss_at_nan=None):
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
     """A real fit that switches: an MLP on digits with Adam (about 3 s)."""
-    keras = pytest.importorskip("keras")
-    from support import digits
-
     from keras_autolr import AutoLR
 
     backup_dir = tmp_path_factory.mktemp("autolr")
-    x, y = digits()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    x, y = support.digits()
+    model = support.digits_mlp(hidden=(32,))
     autolr = AutoLR(verbose=0, backup_dir=backup_dir)
     model.fit(x, y, batch_size=64, epochs=8, verbose=0, callbacks=[autolr])
     assert autolr.controller.events, "the run must switch to be plotted"
@@ -112,7 +100,11 @@ def test_fit_run_artists(fit_run):
         steps, lrs = curve.get_data()
         np.testing.assert_allclose(lrs, ctl.lr_at(steps), rtol=1e-12)
     drawn = np.concatenate([curve.get_xdata() for curve in curves])
-    np.testing.assert_array_equal(np.unique(drawn)[[0, -1]], [0, 127])
+    # Every step of the budget: 8 epochs of 1024 / 64 = 16 steps.
+    assert ctl.total_steps == 8 * 16
+    np.testing.assert_array_equal(
+        np.unique(drawn)[[0, -1]], [0, ctl.total_steps - 1]
+    )
     # The minimum marker sits on the ramp where its LR was the minimum's.
     (marker_step,), (marker_lr,) = line(lr_axes, "LR at the loss").get_data()
     assert marker_lr == event["minimum_lr"]
@@ -131,7 +123,7 @@ def test_fit_run_artists(fit_run):
     gp_steps = line(loss_axes, "GP posterior mean").get_xdata()
     assert gp_steps[0] == 0 and gp_steps[-1] == event["step"]
     # It is the curve the test saw: despiked bins, each with its own noise.
-    centers, means, counts = ctl.loss_bins()
+    centers, means, counts = ctl.record.bins()
     warm = np.isfinite(means) & (centers < event["step"])
     seen, _, variance = detector_inputs(means[warm])
     expected = ctl.detector.posterior(
@@ -231,7 +223,6 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_untrained_callback_is_refused():
-    pytest.importorskip("keras")
     from keras_autolr import AutoLR
 
     with pytest.raises(ValueError, match="has not trained yet"):

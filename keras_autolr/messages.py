@@ -1,0 +1,95 @@
+"""What AutoLR tells the user: the lines it prints and its warnings.
+
+Pure text from the controller's events and state, so that the Keras adapter
+reads as a sequence of actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_HOW_WARMUP_ENDED = {
+    "minimum": "loss passed its minimum",
+    "divergence": "loss became non-finite",
+    "explosion": "loss rose back to its starting level",
+    "cap": "warmup cap reached",
+}
+
+
+def switch_line(ctl: Any, event: dict[str, Any], steps_per_epoch: int) -> str:
+    """The line printed when warmup ends (`verbose=1`)."""
+    step = event["step"]
+    lr_min = ctl.minimum_lr
+    lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
+    return (
+        f"AutoLR: warmup ended at step {step} (epoch "
+        f"{step // steps_per_epoch + 1}), {_HOW_WARMUP_ENDED[event['reason']]}"
+        f": LR at loss minimum {lr_min_text}, peak LR {event['peak_lr']:.3g} "
+        f"(from {event['lr_before']:.3g}); {ctl.decay} decay to 0 over the "
+        f"remaining {ctl.total_steps - step} steps."
+    )
+
+
+def rescue_line(event: dict[str, Any], kept: int | None) -> str:
+    """The line printed when the decay restarts (`verbose=1`)."""
+    weights = "." if kept is None else f" from the weights of step {kept}."
+    return (
+        f"AutoLR: loss blew up during decay at step {event['step'] - 1} "
+        f"({event['reason']}); decay restarts at LR "
+        f"{event['peak_lr']:.3g}{weights}"
+    )
+
+
+def restored_before_divergence(kept: int, event: dict[str, Any]) -> str:
+    return (
+        f"AutoLR: restored the weights and optimizer state kept at step "
+        f"{kept}, before the loss became non-finite at step "
+        f"{event['step'] - 1}."
+    )
+
+
+NO_COPY_BEFORE_DIVERGENCE = (
+    "AutoLR: the weights became non-finite before any copy was kept; "
+    "training continues from non-finite weights. Lower `min_lr` or `max_lr`."
+)
+
+
+def restored_after_blow_up(kept: int, event: dict[str, Any]) -> str:
+    return (
+        f"AutoLR: restored the weights and optimizer state kept at step "
+        f"{kept} (lowest loss) after the loss blew up at step "
+        f"{event['step'] - 1}."
+    )
+
+
+def late_first_test(ctl: Any) -> str:
+    """Bins of a whole chunk push the first test up the ramp."""
+    first = ctl.first_test_step
+    return (
+        f"AutoLR sees one loss per bin of {ctl.bin_steps} steps (the model's "
+        f"steps_per_execution), so its first test of the loss minimum can "
+        f"only run at step {first}, {first / ctl.ramp_steps:.0%} of the way "
+        f"up the warmup ramp (LR {ctl.ramp_lr_at(float(first)):.3g} by "
+        "then): it may see the minimum too late. Lower steps_per_execution, "
+        "train for more steps, or pass a smaller `min_bins` (at least 3; "
+        "fewer points make each test less reliable)."
+    )
+
+
+def diverged_in_warmup(loss: float, step: int, lr: float, safe: float) -> str:
+    return (
+        f"AutoLR: non-finite loss ({loss}) at step {step} with LR {lr:.4g}; "
+        f"warmup ends now and the LR rolls back to {safe:.4g}."
+    )
+
+
+def rescue_warning(event: dict[str, Any]) -> str:
+    what = {
+        "divergence": "became non-finite",
+        "explosion": "climbed back to its starting level",
+    }[event["reason"]]
+    return (
+        f"AutoLR: the loss {what} during decay (step {event['step'] - 1}, "
+        f"LR {event['lr_before']:.4g}); the decay restarts at LR "
+        f"{event['peak_lr']:.4g}."
+    )
