@@ -11,7 +11,7 @@ import importlib
 from keras_autolr.controller import AutoLRController
 from keras_autolr.detector import MinimumDetector
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "AutoLR": "keras_autolr.callback",
