@@ -1,10 +1,16 @@
-"""Copies the measured benchmark tables into the top-level README.
+"""Copies the measured benchmark tables into the two READMEs.
 
     python benchmarks/summarize.py
 
-The README's benchmark section (between `<!-- results:start -->` and
-`<!-- results:end -->`) is rebuilt from `benchmarks/results/*.md`, the files
-the benchmark scripts write, so that no figure is ever typed by hand.
+Every figure in the READMEs' result sections comes from the files that the
+benchmark scripts write, `benchmarks/results/*.md`, so that none is ever
+typed by hand:
+
+- `README.md`, between `<!-- results:start -->` and `<!-- results:end -->`:
+  the quality table only (the part of `quality.md` before its first
+  subsection: the setup sentence, the table and its legend);
+- `benchmarks/README.md`, between the same markers: every result file, in
+  the order of `SECTIONS`, each under its own heading.
 """
 
 import argparse
@@ -14,46 +20,84 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, os.pardir, "README.md")
+BENCHMARKS_README = os.path.join(HERE, "README.md")
 SECTIONS = (
     ("quality", "Quality: zero-tuning AutoLR versus a tuned grid"),
-    ("detector_cost", "Cost of one minimum test"),
     ("switch_ceiling", "The best switch decision, in hindsight"),
+    ("detector_cost", "Cost of one minimum test"),
     ("overhead", "Overhead of AutoLR in `fit`"),
     ("overhead_long", "Overhead of AutoLR in a five times longer `fit`"),
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def section(name, title, results):
+def read_result(results, name):
+    """The body of `results/NAME.md` without its title, or None."""
     path = os.path.join(results, f"{name}.md")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        body = f.read().strip()
-    # Drop the file's own top-level title; demote the rest by two levels.
-    body = re.sub(r"\A# .*\n+", "", body)
-    body = re.sub(r"^(#+) ", r"\1### ", body, flags=re.MULTILINE)
-    link = f"benchmarks/results/{name}.md"
-    return f"### {title}\n\nFrom [`{link}`]({link}):\n\n{body}\n"
+        text = f.read().strip()
+    return re.sub(r"\A# .*\n+", "", text)
+
+
+def quality_table(results):
+    """README's section: quality.md up to its first subsection."""
+    body = read_result(results, "quality")
+    if body is None:
+        return "No results yet.\n"
+    head = re.split(r"^#+ ", body, maxsplit=1, flags=re.MULTILINE)[0]
+    link = "benchmarks/results/quality.md"
+    return f"From [`{link}`]({link}):\n\n{head.strip()}\n"
+
+
+def all_sections(results):
+    """benchmarks/README.md's section: every result file, headings demoted
+    by two levels under a `###` title of their own."""
+    parts = []
+    for name, title in SECTIONS:
+        body = read_result(results, name)
+        if body is None:
+            continue
+        body = re.sub(r"^(#+) ", r"\1## ", body, flags=re.MULTILINE)
+        link = f"results/{name}.md"
+        parts.append(f"### {title}\n\nFrom [`{link}`]({link}):\n\n{body}\n")
+    return "\n".join(parts) if parts else "No results yet.\n"
+
+
+def replace_section(path, body):
+    """The text of the file `path` with `body` between its START and END
+    markers."""
+    with open(path) as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} has no {START} ... {END} section.")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{body}{END}{tail}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--readme", default=README)
+    parser.add_argument("--benchmarks-readme", default=BENCHMARKS_README)
     args = parser.parse_args(argv)
-    parts = [section(n, t, args.results) for n, t in SECTIONS]
-    parts = [p for p in parts if p]
-    with open(args.readme) as f:
-        text = f.read()
-    if START not in text or END not in text:
-        raise SystemExit(f"{args.readme} has no {START} ... {END} section.")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    body = "\n".join(parts) if parts else "No results yet.\n"
-    with open(args.readme, "w") as f:
-        f.write(f"{head}{START}\n{body}{END}{tail}")
-    print(f"README benchmark section rebuilt from {len(parts)} result files.")
+    # Both files are checked before either is written.
+    texts = {
+        args.readme: replace_section(args.readme, quality_table(args.results)),
+        args.benchmarks_readme: replace_section(
+            args.benchmarks_readme, all_sections(args.results)
+        ),
+    }
+    for path, text in texts.items():
+        with open(path, "w") as f:
+            f.write(text)
+    print(
+        f"Rebuilt the result sections of {os.path.normpath(args.readme)} "
+        f"(quality table) and {os.path.normpath(args.benchmarks_readme)} "
+        "(every result file)."
+    )
     return 0
 
 
