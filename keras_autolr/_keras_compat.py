@@ -10,7 +10,20 @@ redirects the one method that reads it, `_get_current_learning_rate`,
 which every Keras 3 optimizer calls once per step to get its LR. The
 variable itself is `_learning_rate`. A Keras release that renames either
 breaks only this module, and the callback tests catch it.
+
+The backends differ in how a callback reaches the state of the train step.
+TensorFlow's compiled step reads variables by reference, and the PyTorch
+trainer runs eagerly, so a host write to any variable takes effect at the
+next step. JAX's `fit` compiles the step as a pure function of the model's
+and the optimizer's variables, passes that state from step to step, and
+writes it back to the variables only at the end of an epoch (or when a
+callback calls `jax_state_sync()`): a callback syncs the state before it
+reads or writes a model or optimizer variable (`sync_variables`), and the
+schedule's own numbers are constants of the compiled step
+(`keras_schedule`).
 """
+
+import contextlib
 
 import keras
 
@@ -73,3 +86,27 @@ def stop_reading_learning_rate_from(optimizer):
     inner = inner_optimizer(optimizer)
     if "_get_current_learning_rate" in vars(inner):
         del inner._get_current_learning_rate
+
+
+def step_bakes_in_constants():
+    """Whether `fit`'s compiled step takes variables other than the model's
+    and optimizer's as constants, so that the schedule must be recompiled
+    to change (JAX)."""
+    return keras.backend.backend() == "jax"
+
+
+def variable_scope(model):
+    """Where variables that every replica reads are made: the model's
+    `tf.distribute` strategy scope on TensorFlow; `keras.distribution`
+    places them by itself on JAX."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def sync_variables(model):
+    """JAX: writes the state that `fit` carries between steps back to the
+    variables, and makes the next step read the variables again. A no-op on
+    the other backends, whose variables are the state."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()

@@ -256,12 +256,7 @@ class AutoLR(keras.callbacks.Callback):
             # mean until the epoch ends: these steps' losses are unknown.
             report = ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
-        self.schedule.sync(horizon=self._chunk)
-        if self._loss_scaled:
-            # A step that the loss-scale optimizer skipped (non-finite
-            # gradients) did not advance `iterations`: keep the schedule on
-            # the count of batches run, which is the budget's clock.
-            self.schedule.align(int(self._optimizer.iterations.numpy()))
+        self._update_schedule(horizon=self._chunk)
         self._add_logs(logs)
         if report.switch is not None:
             self._on_switch(report.switch)
@@ -353,8 +348,21 @@ class AutoLR(keras.callbacks.Callback):
             ctl.set_state(state)
         if self._store and self.restore_weights and not self._weights.taken:
             self._weights.load(self._store, epoch)
-        self.schedule.sync(force=True)
-        self.schedule.align(int(self._optimizer.iterations.numpy()), force=True)
+        self._update_schedule(force=True)
+
+    def _update_schedule(self, force=False, horizon=None):
+        """Copies the controller's decisions to the schedule that the
+        train step evaluates (see `AutoLRSchedule.sync`)."""
+        changed = self.schedule.sync(force=force, horizon=horizon)
+        if force or self._loss_scaled:
+            # A step that the loss-scale optimizer skipped (non-finite
+            # gradients) did not advance `iterations`: keep the schedule on
+            # the count of batches run, which is the budget's clock.
+            _keras_compat.sync_variables(self.model)
+            iterations = int(self._optimizer.iterations.numpy())
+            changed |= self.schedule.align(iterations, force=force)
+        if changed and self.schedule.constants:
+            self.model.make_train_function(force=True)  # JAX: recompile.
 
     def _on_switch(self, event):
         if self.restore_weights:
@@ -384,11 +392,11 @@ class AutoLR(keras.callbacks.Callback):
         """Makes the optimizer evaluate the AutoLR schedule in-graph."""
         optimizer = self.model.optimizer
         _keras_compat.check_plain_learning_rate(optimizer)
-        if self.schedule is None or self.schedule.controller is not (
-            self.controller
-        ):
-            with self.model.distribute_strategy.scope():
-                self.schedule = AutoLRSchedule(self.controller)
+        with _keras_compat.variable_scope(self.model):
+            self.schedule = AutoLRSchedule(
+                self.controller,
+                constants=_keras_compat.step_bakes_in_constants(),
+            )
         inner = _keras_compat.inner_optimizer(optimizer)
         self.schedule.sync(force=True)
         self.schedule.align(int(inner.iterations.numpy()), force=True)

@@ -1,19 +1,30 @@
 """The in-graph form of the AutoLR schedule, evaluated every optimizer step.
 
 The ramp and the decay are computed on the device from the optimizer's step
-counter and a few variables (the switch step, where the current decay starts,
-its peak LR, the step offset). The host writes those variables
-only when the controller changes a decision, so the LR follows the schedule
-step by step inside a `steps_per_execution` chunk, under `tf.distribute`
-strategies and XLA, with no host op in the train step.
+counter and four numbers: the switch step, where the current decay starts,
+its peak LR, and the step offset. The host changes them only when the
+controller changes a decision, so the LR follows the schedule step by step
+inside a `steps_per_execution` chunk, under `tf.distribute` strategies,
+`keras.distribution` and XLA, with no host op in the train step.
+
+TensorFlow's compiled step and PyTorch's eager step read them from variables
+that the host writes. JAX's `fit` compiles the step as a pure function of
+the model's and the optimizer's state: any other variable is a constant of
+the compiled function, and a host write to it would be silently ignored.
+There the four numbers are constants of the step on purpose, and a change
+recompiles it (`AutoLR` does this): a few times per run, at the switch and
+at each rescue, which leaves the optimizer's variables, and so every
+checkpoint, as they are.
 """
 
 import keras
 from keras import ops
 
+_NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
+
 
 class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """AutoLR's schedule as a Keras `LearningRateSchedule` of variables.
+    """AutoLR's schedule as a Keras `LearningRateSchedule`.
 
     Create it inside the distribution strategy's scope so that its variables
     are mirrored on every replica. `AutoLR` does all of this for you; use
@@ -23,6 +34,10 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     Args:
         controller: the `AutoLRController` whose schedule this evaluates;
             its constants are copied and its decisions read by `sync()`.
+        constants: evaluate the decisions as constants, which a compiled
+            step bakes in (recompile it after `sync()` or `align()` return
+            `True`), instead of variables. Defaults to `False`; `AutoLR`
+            sets it on JAX.
 
     Example:
 
@@ -33,39 +48,37 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     0.0001
     """
 
-    def __init__(self, controller):
+    def __init__(self, controller, constants=False):
         self.controller = controller
-        self.switch_step = keras.Variable(
-            0.0, dtype="float32", trainable=False, name="autolr_switch_step"
-        )
-        self.decay_start = keras.Variable(
-            0.0, dtype="float32", trainable=False, name="autolr_decay_start"
-        )
-        self.peak_lr = keras.Variable(
-            0.0, dtype="float32", trainable=False, name="autolr_peak_lr"
-        )
-        self.step_offset = keras.Variable(
-            0.0, dtype="float32", trainable=False, name="autolr_step_offset"
-        )
+        self.constants = constants
+        # The values last written, as Python floats.
+        self._values = dict.fromkeys(_NAMES, 0.0)
+        self._variables = {}
+        if not constants:
+            self._variables = {
+                name: keras.Variable(
+                    0.0, dtype="float32", trainable=False, name=f"autolr_{name}"
+                )
+                for name in _NAMES
+            }
         self._synced_revision = None
-        self._written = {}  # Host copies of the values last written.
-        self._offset = 0.0
-        self.sync()
+        self.sync(force=True)
 
     def sync(self, force=False, horizon=None):
-        """Copies the controller's decisions into the variables if changed.
+        """Copies the controller's decisions into the schedule if changed.
 
         Args:
-            force: write every variable, changed or not.
+            force: write every value, changed or not.
             horizon: the number of steps the device may run before the
                 next `sync` (one chunk of `steps_per_execution`). While
                 warmup lasts beyond them, none of those steps uses the
                 peak LR, and its write waits: during warmup every test
-                moves the provisional peak, and a device write costs far
-                more than the check. `None` writes it now.
+                moves the provisional peak, and a device write (or a
+                recompilation) costs far more than the check. `None`
+                writes it now.
 
         Returns:
-            Whether the variables were written.
+            Whether a value changed.
         """
         ctl = self.controller
         if ctl.plan.revision == self._synced_revision and not force:
@@ -87,29 +100,49 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             del values["peak_lr"]
         # Most revisions move one value (the provisional peak, at each
         # test): write only what changed, one device write each.
-        written = False
-        for name, value in values.items():
-            if force or self._written.get(name) != value:
-                getattr(self, name).assign(value)
-                self._written[name] = value
-                written = True
+        changed = [self._write(n, v, force) for n, v in values.items()]
         if not deferred:
             self._synced_revision = ctl.plan.revision
-        return written
+        return any(changed)
 
     def align(self, iterations, force=False):
         """Makes optimizer step `iterations` the controller's next step.
 
         Returns:
-            Whether the offset was written to the device: if it changed, or
-            with `force`.
+            Whether the offset changed.
         """
         offset = float(iterations) - self.controller.steps
-        if offset == self._offset and not force:
-            return False
-        self.step_offset.assign(offset)
-        self._offset = offset
-        return True
+        return self._write("step_offset", offset, force)
+
+    def _write(self, name, value, force):
+        """Writes `value` if it changed, or with `force`; returns whether
+        it changed."""
+        changed = value != self._values[name]
+        if changed or force:
+            self._values[name] = value
+            if self._variables:
+                self._variables[name].assign(value)
+        return changed
+
+    def _read(self, name):
+        """What the compiled step reads: the variable, or the constant."""
+        return self._variables[name] if self._variables else self._values[name]
+
+    @property
+    def switch_step(self):
+        return self._read("switch_step")
+
+    @property
+    def decay_start(self):
+        return self._read("decay_start")
+
+    @property
+    def peak_lr(self):
+        return self._read("peak_lr")
+
+    @property
+    def step_offset(self):
+        return self._read("step_offset")
 
     def __call__(self, step):
         step = ops.cast(step, "float32") - self.step_offset

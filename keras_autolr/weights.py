@@ -47,6 +47,7 @@ class WeightSnapshot:
 
     def take(self, step):
         """Copies the current weights if they are all finite."""
+        _keras_compat.sync_variables(self.model)
         variables = snapshot_variables(self.model)
         values = read_values(variables)
         if not all_finite(values):
@@ -76,6 +77,7 @@ class WeightSnapshot:
             ValueError: if a copy read back from disk does not fit the
                 model's variables (another model, or another optimizer).
         """
+        _keras_compat.sync_variables(self.model)
         variables = self._variables or snapshot_variables(self.model)
         shapes = [tuple(v.shape) for v in variables]
         if shapes != [a.shape for a in self._values]:
@@ -188,13 +190,16 @@ class WeightKeeper:
 
 def snapshot_variables(model):
     """The model's weights, then its optimizer's state, without the step
-    counter and the learning-rate variable."""
+    counter, the learning-rate variable and AutoLR's own schedule variables
+    (optimizer state on JAX): restoring must not move the schedule."""
     optimizer = model.optimizer
     inner = _keras_compat.inner_optimizer(optimizer)
     lr = _keras_compat.learning_rate_variable(optimizer)
     skip = {id(inner.iterations), id(lr)}
     return list(model.weights) + [
-        v for v in optimizer.variables if id(v) not in skip
+        v
+        for v in optimizer.variables
+        if id(v) not in skip and not v.name.startswith("autolr_")
     ]
 
 

@@ -40,8 +40,36 @@ def test_sync_writes_only_the_values_that_changed():
     assert not schedule.sync()  # Same revision: nothing to do.
     assert written == ["peak_lr"]
     written.clear()
-    assert schedule.sync(force=True)
+    assert not schedule.sync(force=True)  # Every value rewritten, unchanged.
     assert sorted(written) == sorted(NAMES)
+
+
+def test_constants_follow_the_controller_without_variables():
+    """The form for JAX, whose compiled step bakes in constants: sync()
+    says when a value changed, i.e. when to recompile."""
+    ctl = AutoLRController(total_steps=400, check_every=4)
+    schedule = AutoLRSchedule(ctl, constants=True)
+    assert all(isinstance(getattr(schedule, n), float) for n in NAMES)
+    rng = np.random.default_rng(0)
+    lr, changes = ctl.lr, 0
+    while ctl.phase == "warmup":
+        lr = ctl.step(2.0 - math.log10(lr) / 10 + 0.01 * rng.normal())
+        changes += schedule.sync(horizon=8)
+    assert schedule.switch_step == ctl.switch_step
+    assert schedule.peak_lr == ctl.plan.decay_peak_lr
+    # The provisional peak changed at many tests; the schedule only when
+    # the next chunk could reach the cap, and at the switch.
+    assert 1 <= changes <= 3 < ctl.warmup_tests.tests_run
+    # Optimizer step 5 is the controller's next step.
+    offset = 5 - ctl.steps
+    assert schedule.align(5) and schedule.step_offset == offset
+    assert not schedule.align(5)
+    np.testing.assert_allclose(
+        [float(schedule(s + offset)) for s in range(0, 400, 7)],
+        ctl.lr_at(np.arange(0, 400, 7)),
+        rtol=1e-6,
+        atol=1e-6 * ctl.peak_lr,  # float32 steps, near the end of decay.
+    )
 
 
 def test_the_provisional_peak_is_written_only_before_the_cap():
@@ -80,6 +108,10 @@ def test_align_moves_the_offset_only_when_it_changes():
     assert schedule.align(10) is False  # Iterations == steps: offset 0.
     assert schedule.align(7) is True  # Three steps skipped by the optimizer.
     assert schedule.align(7) is False
-    assert schedule.align(7, force=True) is True
+    written = []
+    original = schedule.step_offset.assign
+    schedule.step_offset.assign = lambda v: written.append(v) or original(v)
+    assert schedule.align(7, force=True) is False  # Rewritten, unchanged.
+    assert written == [-3.0]
     # Optimizer step 7 is the controller's step 10.
     assert float(schedule(7)) == pytest.approx(float(ctl.lr_at(10)), rel=1e-6)

@@ -257,7 +257,7 @@ class AdamP(keras.optimizers.Optimizer):
 
         # Sparse gradients (e.g. `tf.IndexedSlices` from an embedding) are
         # made dense: the projection needs the whole gradient.
-        gradient = ops.add(ops.zeros_like(variable), gradient)
+        gradient = ops.add(ops.zeros(variable.shape, dtype), gradient)
 
         new_m = ops.add(
             ops.multiply(m, beta_1), ops.multiply(gradient, one_minus_beta_1)
