@@ -16,7 +16,13 @@ and 1,000,000 recorded losses; the last is the long-run bound):
 3. `bins` is how many bins the controller holds (at most `max_bins = 1024`:
    neighbours are merged pairwise beyond), and `state_bytes` is
    `len(json.dumps(ctl.get_state()))`, the size of its whole state.
-4. `step_us_with_checks` repeats step 1 with the default `check_every`
+4. `tfp_check_ms_median` / `tfp_check_ms_p90`: the same test with
+   `smoother="tfp"` (`TFPMinimumDetector`: TensorFlow Probability's GP on
+   its NumPy substrate, the output scale and noise fitted by L-BFGS-B on
+   TFP's marginal likelihood) on the same arrays and keys, over
+   `--tfp-repeats` calls after one untimed call (`tfp_first_ms`, which
+   includes importing TFP at the first size). `--no-tfp` leaves it out.
+5. `step_us_with_checks` repeats step 1 with the default `check_every`
    (about 100 checks over the warmup cap) and the same losses, which never
    pass their minimum, so every check runs (the GP from the first check
    where the loss has clearly fallen: `gp_runs_while_feeding`): the
@@ -50,11 +56,13 @@ import scipy
 from provenance import environment as base_environment
 
 from keras_autolr import AutoLRController, MinimumDetector
+from keras_autolr.detector import make_detector
 
 TARGET_MS = 50.0
 REFERENCE_NOTE = (
-    "The AutoWU reference implementation took 2.4-6.1 s per check (quoted "
-    "from the design notes, not measured here)."
+    "The AutoWU reference implementation (PyTorch) took 2.4-6.1 s of CPU "
+    "per check on this project's 2-core machines (not measured by this "
+    "script)."
 )
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -97,13 +105,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="import tensorflow before measuring, as in a Keras process",
     )
     parser.add_argument(
+        "--tfp-repeats",
+        type=int,
+        default=5,
+        help="timed checks per size with smoother='tfp' (default: 5)",
+    )
+    parser.add_argument(
+        "--no-tfp",
+        action="store_true",
+        help="do not time the TensorFlow Probability smoother",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: sizes 1000 and 10000, 5 repeats",
+        help="smoke run: sizes 1000 and 10000, 5 repeats (2 with TFP)",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeats = [1_000, 10_000], 5
+        args.sizes, args.repeats, args.tfp_repeats = [1_000, 10_000], 5, 2
     if args.repeats < 1 or min(args.sizes) < 16:
         parser.error("--repeats must be >= 1 and every size >= 16")
     return args
@@ -132,12 +151,16 @@ def feed(ctl: AutoLRController, losses: list[float]) -> float:
 
 
 def time_checks(
-    ctl: AutoLRController, now: int, repeats: int
+    ctl: AutoLRController,
+    now: int,
+    repeats: int,
+    detector: MinimumDetector | None = None,
 ) -> tuple[float, list[float]]:
-    """Times the detector on the controller's bins; (first, others) in ms."""
+    """Times the detector (default: `MinimumDetector()`) on the
+    controller's bins; (first, others) in ms."""
     centers, means, counts = ctl.record.bins()
     x = centers / now
-    detector = MinimumDetector()
+    detector = detector or MinimumDetector()
 
     def one(key: int) -> float:
         start = time.perf_counter()
@@ -148,8 +171,9 @@ def time_checks(
     return first, [one(k) for k in range(repeats)]
 
 
-def measure(n: int, repeats: int, seed: int) -> dict:
-    """All numbers of one warmup length N."""
+def measure(n: int, repeats: int, seed: int, tfp_repeats: int = 0) -> dict:
+    """All numbers of one warmup length N (`tfp_repeats=0`: without the
+    TFP smoother)."""
     losses = make_losses(n, seed)
     total = 2 * n + 10
     ctl = AutoLRController(
@@ -159,6 +183,17 @@ def measure(n: int, repeats: int, seed: int) -> dict:
     if ctl.warmup_tests.last_probability is not None:
         raise RuntimeError("A check ran while filling the controller.")
     first_ms, times = time_checks(ctl, n, repeats)
+    tfp = {}
+    if tfp_repeats:
+        detector = make_detector("tfp")
+        tfp_first, tfp_times = time_checks(ctl, n, tfp_repeats, detector)
+        tfp = {
+            "tfp_first_ms": tfp_first,
+            "tfp_check_ms_median": float(np.median(tfp_times)),
+            "tfp_check_ms_p90": float(np.percentile(tfp_times, 90)),
+            "tfp_check_ms_all": tfp_times,
+            "tfp_repeats": tfp_repeats,
+        }
     checked = AutoLRController(total_steps=total, max_warmup_fraction=0.5)
     step_us_with_checks = feed(checked, losses)
     return {
@@ -178,7 +213,25 @@ def measure(n: int, repeats: int, seed: int) -> dict:
         "switched_while_feeding": bool(checked.events),
         "step_us_with_checks": step_us_with_checks,
         "target_met": float(np.median(times)) < TARGET_MS,
+        **tfp,
     }
+
+
+def smoother_table(rows: list[dict]) -> str:
+    """Cost of one test per smoother, as a Markdown table."""
+    lines = [
+        "| N losses | numpy median (ms) | numpy p90 (ms) | tfp median (ms) "
+        "| tfp p90 (ms) | tfp first (ms) | tfp / numpy |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['check_ms_median']:.2f} "
+            f"| {r['check_ms_p90']:.2f} | {r['tfp_check_ms_median']:.1f} "
+            f"| {r['tfp_check_ms_p90']:.1f} | {r['tfp_first_ms']:.1f} "
+            f"| {r['tfp_check_ms_median'] / r['check_ms_median']:.0f}x |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -223,6 +276,22 @@ def markdown(env: dict, rows: list[dict], verdict: str) -> str:
             REFERENCE_NOTE,
             "",
         ]
+        + (
+            [
+                "## Cost of one test per smoother",
+                "",
+                'The same test with the default `smoother="numpy"` and with '
+                '`smoother="tfp"` (TensorFlow Probability '
+                f"{env.get('tfp', '?')}, NumPy substrate), on the same bins "
+                "and keys; TFP over "
+                f"{rows[0]['tfp_repeats']} repeats.",
+                "",
+                smoother_table(rows),
+                "",
+            ]
+            if "tfp_repeats" in rows[0]
+            else []
+        )
     )
 
 
@@ -233,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         import tensorflow  # noqa: F401
     env = environment()
     env["tensorflow_loaded"] = "tensorflow" in sys.modules
-    rows = [measure(n, args.repeats, args.seed) for n in args.sizes]
+    tfp_repeats = 0 if args.no_tfp else args.tfp_repeats
+    if tfp_repeats:
+        from keras_autolr.tfp_smoother import tfp_numpy
+
+        env["tfp"] = tfp_numpy().__version__
+    rows = [
+        measure(n, args.repeats, args.seed, tfp_repeats) for n in args.sizes
+    ]
     met = all(r["target_met"] for r in rows)
     verdict = "Met." if met else "NOT met."
     args.out.mkdir(parents=True, exist_ok=True)

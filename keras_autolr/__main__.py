@@ -20,6 +20,20 @@ def main(argv=None):
     run.add_argument("--optimizer", choices=("adamp", "lamb"), default="adamp")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
+        "--reference",
+        action="store_true",
+        help="the AutoWU paper's setting (AutoLR.reference): 1e-5 start, "
+        "one test per epoch acting at once, patience 3, GP vote alone, "
+        "constant-then-cosine decay",
+    )
+    run.add_argument(
+        "--smoother",
+        choices=("numpy", "tfp"),
+        default="numpy",
+        help="the GP of the tests: exact NumPy (default) or TensorFlow "
+        "Probability's (pip install 'keras-autolr[tfp]')",
+    )
+    run.add_argument(
         "--plot",
         default=demo.DEFAULT_PLOT,
         metavar="PATH",

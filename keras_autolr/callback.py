@@ -11,7 +11,7 @@ import warnings
 
 import keras
 
-from keras_autolr import _keras_compat, messages
+from keras_autolr import _keras_compat, messages, reference
 from keras_autolr import _validation as check
 from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import AutoLRSchedule
@@ -35,6 +35,9 @@ _CONTROLLER_OPTIONS = (
     "min_bins",
     "max_bins",
     "seed",
+    "act_at_once",
+    "filters",
+    "smoother",
 )
 
 
@@ -89,7 +92,8 @@ class AutoLR(keras.callbacks.Callback):
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
-            `max_bins`, `seed`.
+            `max_bins`, `seed`, `act_at_once`, `filters`, `smoother`
+            (`"numpy"`, or `"tfp"` for TensorFlow Probability's GP).
             `bin_steps` defaults to the model's `steps_per_execution`; give
             both runs the same `bin_steps` to get identical decisions at
             different `steps_per_execution`.
@@ -173,6 +177,38 @@ class AutoLR(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def reference(cls, epochs=None, **overrides):
+        """AutoLR in the AutoWU paper's setting (Kim et al., 2021).
+
+        `min_lr=1e-5`, `max_warmup_fraction=0.5`, one test per epoch
+        (`check_every="epoch"`) acting at the step where it ran
+        (`act_at_once=True`), `patience=3`, the GP's vote alone
+        (`filters=False`) and `decay="constant_cosine"`; no weight copies
+        are kept or restored (`restore_weights=False`), as the reference.
+        `keras_autolr.reference` documents each option against the paper's
+        code, and the differences that remain.
+
+        Args:
+            epochs: the training budget in epochs. Defaults to `None`: the
+                `epochs` of `fit`.
+            **overrides: any other `AutoLR` argument, replacing the
+                reference's value (e.g. `smoother="tfp"`, `verbose=0`).
+
+        Example:
+
+        ```python
+        model.fit(x, y, epochs=90, callbacks=[AutoLR.reference(epochs=90)])
+        ```
+        """
+        options = {
+            **reference.OPTIONS,
+            "check_every": "epoch",
+            "restore_weights": False,
+        }
+        options.update(overrides)
+        return cls(epochs=epochs, **options)
 
     def _make_controller(self, epochs, steps_per_epoch, chunk=1, probe=False):
         """The controller for a budget, with `chunk` = steps_per_execution.

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from keras_autolr import _validation as check
-from keras_autolr import decisions, loss_stats, messages, schedules
-from keras_autolr.detector import MinimumDetector
+from keras_autolr import decisions, loss_stats, messages, reference, schedules
+from keras_autolr.detector import SMOOTHERS, make_detector
 from keras_autolr.loss_record import LossRecord, to_json
 from keras_autolr.plan import Plan
 from keras_autolr.warmup import WarmupTests
@@ -106,6 +106,22 @@ class AutoLRController:
         background: run the tests on a background thread; `False` runs
             them on the calling thread with the same decisions (not part of
             `get_config()`). Defaults to `True`.
+        act_at_once: wait for each test and act on its answer at the step
+            where it ran, as the AutoWU reference does, rather than one
+            test later; training then waits for every test. Decisions are
+            deterministic either way. Defaults to `False`.
+        filters: the filters on top of the GP's vote: a test counts only
+            once the loss has clearly fallen and if the loss has risen by
+            more than 2 noise std; single bad bins are despiked and each
+            bin has its local noise; a loss back at its starting level
+            ends warmup at the next test. `False`: the GP's majority vote
+            alone on the raw bin means, as the AutoWU reference. Non-finite
+            losses, and blow-ups during decay, are handled either way.
+            Defaults to `True`.
+        smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
+            `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
+            `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
+            Defaults to `"numpy"`.
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.
@@ -140,6 +156,9 @@ class AutoLRController:
         max_bins: int = 1024,
         seed: int = 0,
         background: bool = True,
+        act_at_once: bool = False,
+        filters: bool = True,
+        smoother: str = "numpy",
     ) -> None:
         check.check_int("total_steps", total_steps, 2)
         check.check_float("min_lr", min_lr, 0.0, low_open=True)
@@ -170,6 +189,9 @@ class AutoLRController:
                 f"Received: max_bins={max_bins}"
             )
         check.check_bool("background", background)
+        check.check_bool("act_at_once", act_at_once)
+        check.check_bool("filters", filters)
+        check.check_choice("smoother", smoother, SMOOTHERS)
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
@@ -183,8 +205,11 @@ class AutoLRController:
         self.min_bins = int(min_bins)
         self.max_bins = int(max_bins)
         self.background = background
-        self.detector = MinimumDetector(
-            num_tests=num_tests, confidence=confidence, seed=seed
+        self.act_at_once = act_at_once
+        self.filters = filters
+        self.smoother = smoother
+        self.detector = make_detector(
+            smoother, num_tests=num_tests, confidence=confidence, seed=seed
         )
         # The cap falls on a bin boundary, where a chunk of
         # `steps_per_execution` steps ends, so that the callback sees the
@@ -210,8 +235,39 @@ class AutoLRController:
             self.patience,
             self.min_bins,
             background,
+            act_at_once,
+            filters,
         )
         self.reset()
+
+    @classmethod
+    def reference(
+        cls, total_steps: int, steps_per_epoch: int, **overrides: Any
+    ) -> AutoLRController:
+        """The AutoWU paper's setting (Kim et al., 2021) in one call.
+
+        `keras_autolr.reference` documents each option against the paper
+        and its public code, and the differences that remain: one test per
+        epoch acting at the step where it ran, `min_lr=1e-5`,
+        `max_warmup_fraction=0.5`, `patience=3`, the GP's vote alone
+        (`filters=False`) and `decay="constant_cosine"`.
+
+        Args:
+            total_steps: the step budget, `epochs * steps_per_epoch`.
+            steps_per_epoch: steps in one epoch: the test period.
+            **overrides: any other `AutoLRController` argument, replacing
+                the reference's value (e.g. `smoother="tfp"`, or
+                `act_at_once=False`).
+
+        Example:
+
+        >>> ctl = AutoLRController.reference(90 * 100, steps_per_epoch=100)
+        >>> ctl.check_every, ctl.patience, ctl.act_at_once, ctl.filters
+        (100, 3, True, False)
+        """
+        check.check_int("steps_per_epoch", steps_per_epoch, 1)
+        options = {**reference.OPTIONS, "check_every": steps_per_epoch}
+        return cls(total_steps, **{**options, **overrides})
 
     # ------------------------------------------------------------------
     # Configuration and state.
@@ -234,6 +290,9 @@ class AutoLRController:
             "min_bins": self.min_bins,
             "max_bins": self.max_bins,
             "seed": self.detector.seed,
+            "act_at_once": self.act_at_once,
+            "filters": self.filters,
+            "smoother": self.smoother,
         }
 
     def reset(self) -> None:

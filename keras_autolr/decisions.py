@@ -60,9 +60,25 @@ def minimum_test(
     check_every: int,
     at_cap: bool,
     key: int,
+    filters: bool = True,
 ) -> TestOutcome:
     """The statistics and GP test of one test point: a pure function of
-    the bins (`centers`, raw means `raw`, `counts`) up to step `now`."""
+    the bins (`centers`, raw means `raw`, `counts`) up to step `now`.
+
+    With `filters=False` the GP's majority vote alone decides, as in the
+    AutoWU reference: the GP sees the raw means with one noise level, runs
+    at every test, and neither the fall, the rise nor the explosion rule
+    applies (`gp_inputs`).
+    """
+    if not filters:
+        detection = detector.test(centers / now, raw, counts, key=key)
+        return TestOutcome(
+            now=now,
+            ran=True,
+            votes=bool(detection.past_minimum),
+            probabilities=tuple(float(p) for p in detection.probabilities),
+            minimum_x=tuple(float(x) for x in detection.minimum_x),
+        )
     means, noise, variance = loss_stats.detector_inputs(raw)
     # A minimum only counts once the loss has clearly fallen: a bump or
     # noise on the initial plateau is not the minimum of the LR curve.
@@ -108,6 +124,18 @@ def minimum_test(
         probabilities=tuple(float(p) for p in detection.probabilities),
         minimum_x=tuple(float(x) for x in detection.minimum_x),
     )
+
+
+def gp_inputs(
+    raw: np.ndarray, filters: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The bin means and relative noise variances that a test gives the GP
+    (`minimum_test`): despiked, with the noise of each bin, or with
+    `filters=False` the raw means with one noise level (`None`)."""
+    if not filters:
+        return raw, None
+    means, _, variance = loss_stats.detector_inputs(raw)
+    return means, variance
 
 
 def blew_up(

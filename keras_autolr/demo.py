@@ -3,6 +3,8 @@
 No download: `sklearn.datasets.load_digits` ships 1,797 real 8x8 digits.
 Run it with `python -m keras_autolr demo`; it also saves the plot of its run
 (`keras_autolr.plot`) to `autolr_demo.png`, or to `--plot PATH`.
+`--reference` runs the AutoWU paper's setting (`AutoLR.reference`), and
+`--smoother tfp` smooths with TensorFlow Probability's GP.
 """
 
 import os
@@ -66,8 +68,14 @@ def run(
     optimizer="adamp",
     seed=0,
     verbose=1,
+    reference=False,
+    smoother="numpy",
 ):
-    """Trains the demo model with AutoLR; returns `(autolr, test_accuracy)`."""
+    """Trains the demo model with AutoLR; returns `(autolr, test_accuracy)`.
+
+    `reference=True` uses `AutoLR.reference` (the AutoWU paper's setting);
+    `smoother` is the GP of the tests, `"numpy"` or `"tfp"`.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -81,7 +89,8 @@ def run(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    autolr = AutoLR(epochs=epochs, verbose=verbose)
+    make = AutoLR.reference if reference else AutoLR
+    autolr = make(epochs=epochs, verbose=verbose, smoother=smoother)
     model.fit(
         x_train,
         y_train,
@@ -99,13 +108,17 @@ def main(args):
     print(
         f"keras-autolr demo: a small CNN on scikit-learn digits (1,437 train "
         f"/ 360 test), batch {args.batch_size}, {args.epochs} epochs, "
-        f"optimizer {args.optimizer}, no learning rate given."
+        f"optimizer {args.optimizer}, no learning rate given; "
+        + ("the AutoWU paper's setting" if args.reference else "defaults")
+        + f", smoother {args.smoother}."
     )
     autolr, accuracy = run(
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         seed=args.seed,
+        reference=args.reference,
+        smoother=args.smoother,
     )
     ctl = autolr.controller
     event = ctl.switch_event

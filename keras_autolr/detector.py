@@ -19,7 +19,8 @@ search) instead of by 100 Adam iterations, and a whole check costs about
 and its NumPy substrate took 60 to 80 ms per posterior here, so 5 posteriors
 would blow the 50 ms budget per check. The test suite checks this
 implementation against TFP's `GaussianProcessRegressionModel` (NumPy
-substrate) as the reference.
+substrate) as the reference, and `smoother="tfp"` runs TFP's GP instead
+(`keras_autolr.tfp_smoother`, `make_detector`).
 """
 
 from __future__ import annotations
@@ -303,14 +304,46 @@ class MinimumDetector:
         prior_cov_now = scale2 * self._kernel(grid[:-1], grid[now:])[:, 0]
         cov_now = prior_cov_now - half[:, :-1].T @ half[:, now]
         diff_var = var[:-1] + var[now] - 2.0 * cov_now + self.jitter
-        z = (mean[now] - mean[:-1]) / np.sqrt(np.maximum(diff_var, 1e-300))
-        p = 0.5 * math.erfc(-float(np.max(z)) / math.sqrt(2.0))
-        return Posterior(
-            x=grid,
-            mean=data.center + data.std * mean,
-            std=data.std * np.sqrt(var),
-            past_minimum_probability=p,
-        )
+        return _posterior_of(data, grid, mean, var, diff_var)
+
+
+def _posterior_of(
+    data: _Data,
+    grid: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    diff_var: np.ndarray,
+) -> Posterior:
+    """The `Posterior` in loss units, from the standardised posterior mean
+    and variance on `grid` and the variance of each `f(x_i) - f(1)`."""
+    now = grid.size - 1
+    z = (mean[now] - mean[:-1]) / np.sqrt(np.maximum(diff_var, 1e-300))
+    p = 0.5 * math.erfc(-float(np.max(z)) / math.sqrt(2.0))
+    return Posterior(
+        x=grid,
+        mean=data.center + data.std * mean,
+        std=data.std * np.sqrt(var),
+        past_minimum_probability=p,
+    )
+
+
+SMOOTHERS = ("numpy", "tfp")
+
+
+def make_detector(smoother: str = "numpy", **kwargs) -> MinimumDetector:
+    """The `MinimumDetector` of a smoother: `"numpy"` (this module's exact
+    GP) or `"tfp"` (TensorFlow Probability's, `tfp_smoother`).
+
+    Raises:
+        ValueError: for another `smoother`.
+        ImportError: for `"tfp"` without TensorFlow Probability.
+    """
+    check.check_choice("smoother", smoother, SMOOTHERS)
+    if smoother == "tfp":
+        from keras_autolr.tfp_smoother import TFPMinimumDetector
+
+        return TFPMinimumDetector(**kwargs)
+    return MinimumDetector(**kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from keras_autolr.controller import AutoLRController
+from keras_autolr.decisions import gp_inputs
 from keras_autolr.detector import Posterior
-from keras_autolr.loss_stats import detector_inputs
 
 # LR curve resolution: enough for a smooth curve, cheap for any budget.
 _GRID_POINTS = 2000
@@ -163,8 +163,9 @@ class _Facts:
         warm = np.isfinite(means) & (centers < now)
         posterior = None
         if np.count_nonzero(warm) >= 3:
-            # As the test saw them: despiked, with the noise of each bin.
-            seen, _, variance = detector_inputs(means[warm])
+            # As the test saw them (despiked, with the noise of each bin,
+            # unless `filters=False`), smoothed by the run's own smoother.
+            seen, variance = gp_inputs(means[warm], ctl.filters)
             posterior = ctl.detector.posterior(
                 centers[warm] / now, seen, counts[warm], noise=variance
             )

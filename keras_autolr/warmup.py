@@ -5,7 +5,9 @@ is handed to the background worker; its answer is acted on at the next test
 point, `check_every` steps later (or at the cap, if that comes first). The
 fixed delay makes every decision the same whether the worker is fast or
 slow, and in every process. The test at the cap acts at once, since nothing
-comes after it.
+comes after it. With `act_at_once` (the AutoWU reference's setting) every
+test is waited for and acts at the step where it ran: decisions are just as
+deterministic, and training waits for each test.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class WarmupTests:
         patience: consecutive positive tests that end warmup.
         min_bins: no test before this many finite bins.
         background: run the tests on the background worker.
+        act_at_once: wait for each test and act on it at the step where it
+            ran, rather than one test later. Defaults to `False`.
+        filters: the package's filters on top of the GP vote
+            (`decisions.minimum_test`). Defaults to `True`.
     """
 
     def __init__(
@@ -49,6 +55,8 @@ class WarmupTests:
         patience: int,
         min_bins: int,
         background: bool,
+        act_at_once: bool = False,
+        filters: bool = True,
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -56,6 +64,8 @@ class WarmupTests:
         self.patience = patience
         self.min_bins = min_bins
         self.background = background
+        self.act_at_once = act_at_once
+        self.filters = filters
         self.reset()
 
     def reset(self) -> None:
@@ -103,10 +113,12 @@ class WarmupTests:
             # sets the LR that warmup ends at there.
             now + self.check_every > cap,
             self.tests_run,
-            background=self.background,
+            self.filters,
+            # A test waited for gains nothing from the worker thread.
+            background=self.background and not self.act_at_once,
         )
         self.tests_run += 1
-        if end == cap:
+        if end == cap or self.act_at_once:
             return self._act_on(job.result(), end)
         self._pending = job
         return None

@@ -33,7 +33,13 @@ def load(directory, stem):
 
 
 @pytest.mark.parametrize(
-    "name", ["detector_cost.py", "overhead.py", "switch_ceiling.py"]
+    "name",
+    [
+        "detector_cost.py",
+        "overhead.py",
+        "switch_ceiling.py",
+        "smoother_agreement.py",
+    ],
 )
 def test_help(name):
     out = run_script(name, "--help").stdout
@@ -59,6 +65,10 @@ def test_detector_cost_quick(tmp_path):
         assert len(r["check_ms_all"]) == r["repeats"] == 5
         assert r["checks_while_feeding"] > 0
         assert 0 <= r["gp_runs_while_feeding"] <= r["checks_while_feeding"]
+        # The same test with smoother="tfp".
+        assert 0 < r["tfp_check_ms_median"] <= r["tfp_check_ms_p90"]
+        assert len(r["tfp_check_ms_all"]) == r["tfp_repeats"] == 2
+    assert "## Cost of one test per smoother" in proc.stdout
 
 
 @pytest.mark.slow
