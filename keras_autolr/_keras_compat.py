@@ -52,6 +52,24 @@ def inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
+def to_numpy(variable):
+    """The value of a Keras variable as a NumPy array (JAX: call
+    `sync_variables` first during `fit`). NumPy's own conversion of a JAX or
+    TensorFlow Keras variable is deprecated: convert its value."""
+    if keras.backend.backend() == "tensorflow":
+        return variable.numpy()
+    return keras.ops.convert_to_numpy(variable.value)
+
+
+def steps_done(optimizer):
+    """The step counter of the updating optimizer, as an int."""
+    iterations = inner_optimizer(optimizer).iterations
+    if isinstance(iterations, keras.Variable):
+        return int(to_numpy(iterations))
+    # With gradient accumulation, a tensor computed from the counter.
+    return int(keras.ops.convert_to_numpy(iterations))
+
+
 def learning_rate_variable(optimizer):
     """What holds the LR of the updating optimizer: a variable, or the
     schedule or callable it was built with."""

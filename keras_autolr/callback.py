@@ -16,7 +16,7 @@ from keras_autolr import _validation as check
 from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import AutoLRSchedule
 from keras_autolr.state_store import WEIGHT_STEPS, StateStore
-from keras_autolr.weights import WeightKeeper, all_finite
+from keras_autolr.weights import WeightKeeper, all_finite, current_weights
 
 # Warn when no test can run before this fraction of the warmup ramp.
 _LATE_TEST = 0.25
@@ -395,7 +395,7 @@ class AutoLR(keras.callbacks.Callback):
             # gradients) did not advance `iterations`: keep the schedule on
             # the count of batches run, which is the budget's clock.
             _keras_compat.sync_variables(self.model)
-            iterations = int(self._optimizer.iterations.numpy())
+            iterations = _keras_compat.steps_done(self._optimizer)
             changed |= self.schedule.align(iterations, force=force)
         if changed and self.schedule.constants:
             self.model.make_train_function(force=True)  # JAX: recompile.
@@ -407,7 +407,7 @@ class AutoLR(keras.callbacks.Callback):
             if kept is not None and event["reason"] == "divergence":
                 text = messages.restored_before_divergence(kept, event)
                 warnings.warn(text, RuntimeWarning, stacklevel=3)
-            elif kept is None and not all_finite(self.model.get_weights()):
+            elif kept is None and not all_finite(current_weights(self.model)):
                 text = messages.NO_COPY_BEFORE_DIVERGENCE
                 warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
@@ -435,7 +435,7 @@ class AutoLR(keras.callbacks.Callback):
             )
         inner = _keras_compat.inner_optimizer(optimizer)
         self.schedule.sync(force=True)
-        self.schedule.align(int(inner.iterations.numpy()), force=True)
+        self.schedule.align(_keras_compat.steps_done(inner), force=True)
         _keras_compat.read_learning_rate_from(optimizer, self.schedule)
         self._optimizer = inner
         self._loss_scaled = inner is not optimizer

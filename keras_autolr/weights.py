@@ -215,7 +215,7 @@ def read_values(variables):
     variable.
     """
     if keras.backend.backend() != "tensorflow":
-        return [keras.ops.convert_to_numpy(v) for v in variables]
+        return [_keras_compat.to_numpy(v) for v in variables]
     # `numpy()` of a CPU tensor may share memory with it: copy.
     return [np.array(t) for t in _read_all([v.value for v in variables])]
 
@@ -236,6 +236,12 @@ def _read_all(variables):
             )
         )
     return _READ_ALL[0](variables)
+
+
+def current_weights(model):
+    """The model's weights as NumPy arrays, also during `fit` on JAX."""
+    _keras_compat.sync_variables(model)
+    return [_keras_compat.to_numpy(v) for v in model.weights]
 
 
 def all_finite(arrays):

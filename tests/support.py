@@ -40,6 +40,29 @@ def digits(n=1024):
     return (x[:n] / 16.0).astype("float32"), y[:n].astype("int32")
 
 
+def compiled(fn):
+    """`fn` compiled as the backend's train step would be: a `tf.function`
+    on TensorFlow; on JAX and PyTorch, whose optimizers update variables
+    eagerly outside `fit`, `fn` itself."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    return tf.function(fn)
+
+
+def value(model, variable):
+    """A variable's value as NumPy, also during `fit` on JAX (whose `fit`
+    carries the state and writes it back to the variables only at epoch
+    ends, or when synced)."""
+    from keras_autolr import _keras_compat
+
+    _keras_compat.sync_variables(model)
+    return _keras_compat.to_numpy(variable)
+
+
 def digits_mlp(hidden=(64,), optimizer=None, seed=0, **compile_kwargs):
     """A compiled MLP for `digits()`: 64 inputs, ReLU layers of the sizes in
     `hidden`, 10 logits; Adam unless `optimizer` is given. Seeds Keras with

@@ -13,7 +13,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import support  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from keras_autolr.optimizers import AdamP  # noqa: E402
 
@@ -98,7 +97,7 @@ def _parity_run(dtype, nesterov, weight_decay, orthogonal):
         learning_rate=PARITY_LR, weight_decay=weight_decay, nesterov=nesterov
     )
     kopt.build(kvars)
-    apply = tf.function(
+    apply = support.compiled(
         lambda grads: kopt.apply_gradients(zip(grads, kvars, strict=True))
     )
 
@@ -123,7 +122,12 @@ def _parity_run(dtype, nesterov, weight_decay, orthogonal):
                 grad = _remove_radial(grad, weight)
             step_grads[k] = grad
         grads.append(step_grads)
-        apply([tf.constant(step_grads[k], dtype=dtype) for k in PARITY_SHAPES])
+        apply(
+            [
+                keras.ops.convert_to_tensor(step_grads[k], dtype=dtype)
+                for k in PARITY_SHAPES
+            ]
+        )
         for k, (_, perm) in PARITY_SHAPES.items():
             tparams[k].grad = _to_torch(step_grads[k], perm, dtype)
         topt.step()

@@ -9,7 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from keras_autolr.optimizers import LAMB  # noqa: E402
 
@@ -90,7 +89,7 @@ def _run(opt, dtype="float32"):
         grads.append(step)
         opt.apply_gradients(
             [
-                (tf.constant(step[p], dtype=v.dtype), v)
+                (keras.ops.convert_to_tensor(step[p], dtype=v.dtype), v)
                 for p, v in zip(paths, variables, strict=True)
             ]
         )
