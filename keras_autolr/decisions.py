@@ -31,6 +31,7 @@ class TestOutcome:
     # test before the cap).
     exploded: bool = False  # The loss is back at its starting level.
     votes: bool = False  # The GP and the losses agree: past the minimum.
+    rise: float = 0.0  # Recent losses above their lowest, in noise std.
     probabilities: tuple[float, ...] = ()
     minimum_x: tuple[float, ...] = ()
 
@@ -121,6 +122,7 @@ def minimum_test(
         ran=True,
         exploded=bool(exploded),
         votes=bool(detection.past_minimum and rise > 2.0),
+        rise=float(rise),
         probabilities=tuple(float(p) for p in detection.probabilities),
         minimum_x=tuple(float(x) for x in detection.minimum_x),
     )

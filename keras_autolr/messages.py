@@ -12,6 +12,7 @@ _HOW_WARMUP_ENDED = {
     "minimum": "loss passed its minimum",
     "divergence": "loss became non-finite",
     "explosion": "loss rose back to its starting level",
+    "overshoot": "LR passed 3x the LR at the smoothed loss minimum",
     "cap": "warmup cap reached",
 }
 

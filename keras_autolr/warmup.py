@@ -21,11 +21,15 @@ from keras_autolr.detector import MinimumDetector
 from keras_autolr.loss_record import LossRecord
 from keras_autolr.plan import Plan
 
+# Warmup ends once the LR of the last step run is this many times the LR
+# at the smoothed loss minimum, and the loss has stopped falling.
+MAX_OVERSHOOT = 3.0
+
 
 class Switch(NamedTuple):
     """A decision to end warmup at `step`, decaying from `peak_lr`."""
 
-    reason: str  # "minimum" or "explosion".
+    reason: str  # "minimum", "explosion" or "overshoot".
     peak_lr: float
     step: int
 
@@ -155,6 +159,13 @@ class WarmupTests:
             return Switch(
                 "explosion", min(self.minimum_lr, 0.5 * last), effective
             )
+        if outcome.rise > 0.0 and last > MAX_OVERSHOOT * self.minimum_lr:
+            # The loss has stopped falling and the smoothed minimum lies
+            # behind, at an LR the ramp has since multiplied: however slowly
+            # and noisily the loss rises, more warmup only goes further
+            # past the LR it was best at (`benchmarks/README.md`: the
+            # overshoot of the suite).
+            return Switch("overshoot", self.minimum_lr, effective)
         # Provisional: if the cap comes first, warmup ends at the LR of the
         # smoothed minimum rather than at the overshoot.
         self.plan.set_peak(self.minimum_lr)

@@ -18,6 +18,10 @@ from keras_autolr.state_store import WEIGHT_STEPS
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
 _COPY_EVERY = 4
+# During warmup, no new copy once the LR is this many times the LR at the
+# smoothed loss minimum: a low loss that far past it is a noise low, and
+# the weights may already be damaged.
+_COPY_WITHIN = 2.0
 
 
 class WeightSnapshot:
@@ -133,6 +137,8 @@ class WeightKeeper:
             fresh = tests.tests_run - self._tests_at_copy < _COPY_EVERY
             if fresh and (tests.last_probability or 0.0) < 0.5:
                 return
+        if _past_minimum(controller, _COPY_WITHIN):
+            return
         if self.pending.take(controller.steps):
             self._tests_at_copy = tests.tests_run
 
@@ -186,6 +192,15 @@ class WeightKeeper:
     def release(self):
         self.confirmed.release()
         self.pending.release()
+
+
+def _past_minimum(controller, factor):
+    """Whether warmup has carried the LR of the last step run past `factor`
+    times the LR at the smoothed loss minimum of the latest test."""
+    lowest = controller.minimum_lr
+    if controller.phase != "warmup" or lowest is None or not controller.steps:
+        return False
+    return float(controller.lr_at(controller.steps - 1)) > factor * lowest
 
 
 def snapshot_variables(model):

@@ -96,7 +96,7 @@ def test_applied_lr_equals_the_controller_every_step(decay):
     ctl = autolr.controller
     assert ctl.total_steps == 200  # 10 epochs x 20 steps, taken from fit.
     (event,) = ctl.events
-    assert event["reason"] == "minimum"
+    assert event["reason"] in ("minimum", "overshoot")  # A test decided.
     applied = np.abs(np.diff(trace.values))
     expected = ctl.lr_at(np.arange(200))
     # The device evaluates the schedule in float32: 1e-6 of the peak.
@@ -338,7 +338,8 @@ def test_a_diverging_model_survives(check_every):
             model.fit(
                 x, y, batch_size=32, epochs=20, verbose=0, callbacks=[autolr]
             )
-        assert autolr.controller.events[0]["reason"] in ("explosion", "minimum")
+        reason = autolr.controller.events[0]["reason"]
+        assert reason in ("explosion", "minimum", "overshoot")
     else:
         with pytest.warns(RuntimeWarning, match="non-finite") as seen:
             model.fit(
@@ -438,15 +439,25 @@ class StateTrace(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.values.append(
-            [v.numpy().copy() for v in snapshot_variables(self.model)]
+            [
+                support.value(self.model, v).copy()
+                for v in snapshot_variables(self.model)
+            ]
         )
 
 
-def fit_abs(model, *callbacks, initial_epoch=0, epochs=10, **options):
-    """10 epochs of 20 steps of `abs_model` with AutoLR (more `options`);
-    `initial_epoch` and `epochs` go to `fit`. Returns the AutoLR."""
-    x, y = ones(20)
-    autolr = AutoLR(epochs=10, verbose=0, min_lr=1e-4, max_lr=10.0, **options)
+def fit_abs(
+    model, *callbacks, initial_epoch=0, epochs=None, steps=20, **options
+):
+    """200 steps of `abs_model` with AutoLR (more `options`), in epochs of
+    `steps` steps; `initial_epoch` and `epochs` (default: all) go to
+    `fit`. Returns the AutoLR."""
+    x, y = ones(steps)
+    budget = 200 // steps
+    autolr = AutoLR(
+        epochs=budget, verbose=0, min_lr=1e-4, max_lr=10.0, **options
+    )
+    epochs = budget if epochs is None else epochs
     model.fit(
         x,
         y,
@@ -505,29 +516,31 @@ def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
     one does."""
     model, layer = abs_model()
     trace = WeightTrace(layer)
-    whole = fit_abs(model, trace)
+    whole = fit_abs(model, trace, steps=4)
     switch = whole.controller.switch_step
     # trace.values[j] holds the weights after j steps, as the copy of step
     # j does: the switch restores the copy of the last step whose weights
-    # it puts back. A restart after epoch 3 must fall between the two.
+    # it puts back. The restart, at the first epoch end after that copy,
+    # must fall between the two.
     kept = [j for j in range(switch) if trace.values[j] == trace.values[switch]]
     assert kept
-    restored, restart = kept[-1], 3 * 20  # 20 steps per epoch.
-    assert restored < restart < switch
+    restored = kept[-1]
+    # Epochs of 4 steps: copies stop a few steps before the switch, at 2x
+    # the LR of the smoothed minimum (the switch at 3x).
+    epoch = restored // 4 + 1
+    assert restored < 4 * epoch < switch
     backup = tmp_path / "autolr"
 
     interrupted, _ = abs_model()
-    fit_abs(interrupted, epochs=3, backup_dir=backup)
-    assert (
-        restored
-        in json.loads((backup / "autolr-epoch-000003.json").read_text())[
-            "weight_steps"
-        ]
-    )
+    fit_abs(interrupted, epochs=epoch, steps=4, backup_dir=backup)
+    state = backup / f"autolr-epoch-{epoch:06d}.json"
+    assert restored in json.loads(state.read_text())["weight_steps"]
     assert copies_on_disk(backup) == copies_named(backup) >= {restored}
     # A new callback, as in a new process: nothing kept in memory. The
     # model goes on from its weights after epoch 3 (SGD has no state).
-    resumed = fit_abs(interrupted, initial_epoch=3, backup_dir=backup)
+    resumed = fit_abs(
+        interrupted, initial_epoch=epoch, steps=4, backup_dir=backup
+    )
     assert resumed.controller.events == whole.controller.events
     # Copies that no kept state names are gone.
     assert copies_on_disk(backup) == copies_named(backup)
@@ -540,11 +553,13 @@ def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
     for copy in backup.glob("*.npz"):
         copy.unlink()
     again, _ = abs_model()
-    fit_abs(again, epochs=3, backup_dir=tmp_path / "other")
+    fit_abs(again, epochs=epoch, steps=4, backup_dir=tmp_path / "other")
     for copy in (tmp_path / "other").glob("*.npz"):
         copy.unlink()
     with pytest.warns(RuntimeWarning, match="weight copy of step .* missing"):
-        fit_abs(again, initial_epoch=3, backup_dir=tmp_path / "other")
+        fit_abs(
+            again, initial_epoch=epoch, steps=4, backup_dir=tmp_path / "other"
+        )
     assert not np.array_equal(again.get_weights(), model.get_weights())
 
 
