@@ -7,8 +7,8 @@ benchmark scripts write, `benchmarks/results/*.md`, so that none is ever
 typed by hand:
 
 - `README.md`, between `<!-- results:start -->` and `<!-- results:end -->`:
-  the quality table only (the part of `quality.md` before its first
-  subsection: the setup sentence, the table and its legend);
+  the summary table of the multi-task suite only (the `## Summary`
+  section of `suite.md`);
 - `benchmarks/README.md`, between the same markers: every result file, in
   the order of `SECTIONS`, each under its own heading.
 """
@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, os.pardir, "README.md")
 BENCHMARKS_README = os.path.join(HERE, "README.md")
 SECTIONS = (
+    ("suite", "The suite: four tasks, AutoLR versus tuned grids"),
     ("quality", "Quality: zero-tuning AutoLR versus a tuned grid"),
     ("switch_ceiling", "The best switch decision, in hindsight"),
     ("detector_cost", "Cost of one minimum test"),
@@ -41,14 +42,18 @@ def read_result(results, name):
     return re.sub(r"\A# .*\n+", "", text)
 
 
-def quality_table(results):
-    """README's section: quality.md up to its first subsection."""
-    body = read_result(results, "quality")
+def suite_summary(results):
+    """README's section: the `## Summary` section of suite.md."""
+    body = read_result(results, "suite")
     if body is None:
         return "No results yet.\n"
-    head = re.split(r"^#+ ", body, maxsplit=1, flags=re.MULTILINE)[0]
-    link = "benchmarks/results/quality.md"
-    return f"From [`{link}`]({link}):\n\n{head.strip()}\n"
+    match = re.search(
+        r"^## Summary\n(.*?)(?=^## )", body, flags=re.MULTILINE | re.DOTALL
+    )
+    if match is None:
+        raise SystemExit(f"{results}/suite.md has no Summary section.")
+    link = "benchmarks/results/suite.md"
+    return f"From [`{link}`]({link}):\n\n{match.group(1).strip()}\n"
 
 
 def all_sections(results):
@@ -85,7 +90,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # Both files are checked before either is written.
     texts = {
-        args.readme: replace_section(args.readme, quality_table(args.results)),
+        args.readme: replace_section(args.readme, suite_summary(args.results)),
         args.benchmarks_readme: replace_section(
             args.benchmarks_readme, all_sections(args.results)
         ),
@@ -95,7 +100,7 @@ def main(argv=None):
             f.write(text)
     print(
         f"Rebuilt the result sections of {os.path.normpath(args.readme)} "
-        f"(quality table) and {os.path.normpath(args.benchmarks_readme)} "
+        f"(suite summary) and {os.path.normpath(args.benchmarks_readme)} "
         "(every result file)."
     )
     return 0

@@ -136,13 +136,13 @@ def test_switch_ceiling_quick(tmp_path):
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs)
 
 
-def test_summarize_copies_quality_table_and_all_results(tmp_path):
+def test_summarize_copies_suite_summary_and_all_results(tmp_path):
     results = BENCHMARKS / "results"
-    quality = (results / "quality.md").read_text()
-    # The first table of quality.md: the lines from its header row to the
-    # first blank line after it.
-    lines = quality.splitlines()
-    start = lines.index(next(x for x in lines if x.startswith("| method |")))
+    suite = (results / "suite.md").read_text()
+    # The summary table of suite.md: from its header row to the first
+    # blank line after it.
+    lines = suite.splitlines()
+    start = lines.index(next(x for x in lines if x.startswith("| task | B |")))
     first_table = lines[start : lines.index("", start)]
     readme, bench = tmp_path / "README.md", tmp_path / "bench.md"
     markers = "intro\n<!-- results:start -->\nstale\n<!-- results:end -->\n"
@@ -165,26 +165,29 @@ def test_summarize_copies_quality_table_and_all_results(tmp_path):
         assert text.endswith("<!-- results:end -->\nend\n")
         return text.split("<!-- results:start -->")[1].split("<!-- res")[0]
 
-    # The README: the quality table, its setup sentence and legend, no more.
+    # The README: the suite's summary table and its sentence, no more.
     top = section(readme)
     assert "stale" not in top
-    setup = quality.splitlines()[2]
-    assert setup.startswith("MNIST-1D") and setup in top
-    assert len(first_table) >= 4
+    assert len(first_table) == 2 + 8  # Header, rule, 4 tasks x 2 batches.
     for line in first_table:
         assert line in top.splitlines()
-    assert "| autolr_adamp |" in top and "| oracle_lamb |" in top
-    assert "Oracle cells are" in top
+    assert "Means over seeds" in top and "(benchmarks/results/suite.md)" in top
     assert "#" not in top and "Verdicts" not in top
-    assert "| switch step |" not in top and "| N losses |" not in top
+    assert "| method |" not in top  # No per-task table.
 
     # benchmarks/README.md: every result file, headings demoted by two.
     full = section(bench)
     assert "stale" not in full
-    for name in ("quality", "switch_ceiling", "detector_cost", "overhead"):
+    for name in (
+        "suite",
+        "quality",
+        "switch_ceiling",
+        "detector_cost",
+        "overhead",
+    ):
         body = (results / f"{name}.md").read_text().splitlines()
         rows = [line for line in body if line.startswith("| ")]
         assert rows and all(row in full.splitlines() for row in rows), name
         assert f"(results/{name}.md)" in full
     assert "\n#### Verdicts\n" in full and "\n## Verdicts" not in full
-    assert full.count("\n### ") == 5
+    assert full.count("\n### ") == 6
