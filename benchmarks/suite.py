@@ -179,6 +179,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seeds", type=_ints, help="seeds (0,1)")
     parser.add_argument(
+        "--autolr-options",
+        type=_options,
+        default={},
+        help="a candidate default, as JSON: AutoLR options for the AutoLR "
+        "methods, e.g. '{\"landing\": 0.5}'; recorded apart from the "
+        "default runs and compared with them in 'AutoLR by code version'",
+    )
+    parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="output folder"
     )
     parser.add_argument(
@@ -203,6 +211,21 @@ def parse_args(argv=None):
 
 def _ints(text):
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _options(text):
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return options
+
+
+def options_label(options):
+    """`key=value,...` of AutoLR options, sorted; '' for the defaults."""
+    return ",".join(f"{k}={options[k]}" for k in sorted(options))
 
 
 def _names(choices):
@@ -276,7 +299,9 @@ def make_method(spec, epochs, total_steps):
         from keras_autolr import AutoLR
 
         optimizer = make_optimizer(spec["optimizer"], 1e-3)  # Unused LR.
-        return optimizer, [AutoLR(epochs=epochs, verbose=0)], {}
+        options = spec.get("autolr_options", {})
+        callback = AutoLR(epochs=epochs, verbose=0, **options)
+        return optimizer, [callback], {}
     if method in GRIDS:
         peak, warmup = spec["peak_lr"], spec["warmup_fraction"]
         schedule = warmup_cosine(peak, warmup, total_steps)
@@ -436,6 +461,8 @@ def _finite(value):
 def run_key(spec):
     lr, warmup = spec.get("peak_lr"), spec.get("warmup_fraction")
     cell = "" if lr is None else f"/lr{lr:.6g}/wu{warmup:g}"
+    if spec.get("autolr_options"):
+        cell += "/" + options_label(spec["autolr_options"])
     return (
         f"{spec['task']}/{spec['method']}/B{spec['batch_size']}/"
         f"seed{spec['seed']}{cell}"
@@ -460,8 +487,9 @@ def grid_cells(settings, task, method):
     return [(lr, w) for lr in lrs for w in settings["warmups"]]
 
 
-def plan_fixed(settings, methods):
-    """Single runs (every seed) and the first-seed grids."""
+def plan_fixed(settings, methods, autolr_options=None):
+    """Single runs (every seed) and the first-seed grids; the AutoLR runs
+    with `autolr_options` where given."""
     first = settings["seeds"][0]
     specs = []
     for task, info in settings["tasks"].items():
@@ -471,7 +499,10 @@ def plan_fixed(settings, methods):
                     specs.append(_spec(task, method, b, first, *cell))
             for seed in settings["seeds"]:
                 for method in [m for m in methods if m in ZERO_TUNING]:
-                    specs.append(_spec(task, method, b, seed))
+                    spec = _spec(task, method, b, seed)
+                    if autolr_options and method in AUTOLR:
+                        spec["autolr_options"] = dict(autolr_options)
+                    specs.append(spec)
     return specs
 
 
@@ -900,7 +931,10 @@ def autolr_history(settings, records):
     several: per version, task, batch and method, the mean metric over
     seeds and the median overshoot (max LR / landing LR)."""
     autolr = [r for r in records if r["method"] in AUTOLR]
-    codes = list(dict.fromkeys(r.get("code") for r in autolr))
+    for r in autolr:
+        label = options_label(r.get("autolr_options", {}))
+        r["version"] = r.get("code") + (f" {label}" if label else "")
+    codes = list(dict.fromkeys(r["version"] for r in autolr))
     if len(codes) < 2:
         return []
     out = []
@@ -911,7 +945,7 @@ def autolr_history(settings, records):
                     group = [
                         r
                         for r in autolr
-                        if r.get("code") == code
+                        if r["version"] == code
                         and r["task"] == task
                         and r["batch_size"] == b
                         and r["method"] == method
@@ -941,8 +975,10 @@ def _history_section(settings, history):
         "## AutoLR by code version",
         "",
         "The AutoLR rows of each code version recorded in the progress file "
-        "(the tables above report the newest): mean over seeds, and the "
-        "median overshoot in brackets.",
+        "(the tables above report the newest with every option at its "
+        "default), and of the candidate defaults run with "
+        "`--autolr-options` (the code version, then the options): mean over "
+        "seeds, and the median overshoot in brackets.",
         "",
         "| task | B | method | " + " | ".join(f"`{c}`" for c in codes) + " |",
         "|---|---|---|" + "---|" * len(codes),
@@ -1212,7 +1248,8 @@ def main(argv=None):
             42,
         )
     try:
-        runner.run("single runs and grids", plan_fixed(settings, methods))
+        fixed = plan_fixed(settings, methods, args.autolr_options)
+        runner.run("single runs and grids", fixed)
         reruns = plan_reruns(settings, methods, runner.done)
         runner.run("best-cell reruns", reruns)
     except KeyboardInterrupt:

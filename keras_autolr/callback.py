@@ -38,6 +38,8 @@ _CONTROLLER_OPTIONS = (
     "act_at_once",
     "filters",
     "smoother",
+    "landing",
+    "minimum_mean",
 )
 
 

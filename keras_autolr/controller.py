@@ -122,6 +122,12 @@ class AutoLRController:
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
             Defaults to `"numpy"`.
+        landing: warmup ends at this fraction of the LR at the smoothed
+            minimum, in (0, 1]. Defaults to `1.0`.
+        minimum_mean: how the minima of the `num_tests` posteriors are
+            averaged into the LR at the smoothed minimum: the mean of their
+            LRs (`"arithmetic"`, as AutoWU) or of their logarithms
+            (`"geometric"`). Defaults to `"arithmetic"`.
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.
@@ -159,6 +165,8 @@ class AutoLRController:
         act_at_once: bool = False,
         filters: bool = True,
         smoother: str = "numpy",
+        landing: float = 1.0,
+        minimum_mean: str = "arithmetic",
     ) -> None:
         check.check_int("total_steps", total_steps, 2)
         check.check_float("min_lr", min_lr, 0.0, low_open=True)
@@ -192,6 +200,10 @@ class AutoLRController:
         check.check_bool("act_at_once", act_at_once)
         check.check_bool("filters", filters)
         check.check_choice("smoother", smoother, SMOOTHERS)
+        check.check_float("landing", landing, 0.0, 1.0, True)
+        check.check_choice(
+            "minimum_mean", minimum_mean, ("arithmetic", "geometric")
+        )
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
@@ -208,6 +220,8 @@ class AutoLRController:
         self.act_at_once = act_at_once
         self.filters = filters
         self.smoother = smoother
+        self.landing = float(landing)
+        self.minimum_mean = minimum_mean
         self.detector = make_detector(
             smoother, num_tests=num_tests, confidence=confidence, seed=seed
         )
@@ -237,6 +251,8 @@ class AutoLRController:
             background,
             act_at_once,
             filters,
+            self.landing,
+            minimum_mean,
         )
         self.reset()
 
@@ -293,6 +309,8 @@ class AutoLRController:
             "act_at_once": self.act_at_once,
             "filters": self.filters,
             "smoother": self.smoother,
+            "landing": self.landing,
+            "minimum_mean": self.minimum_mean,
         }
 
     def reset(self) -> None:

@@ -49,6 +49,11 @@ class WarmupTests:
             ran, rather than one test later. Defaults to `False`.
         filters: the package's filters on top of the GP vote
             (`decisions.minimum_test`). Defaults to `True`.
+        landing: warmup ends at this fraction of the LR at the smoothed
+            minimum. Defaults to `1.0`.
+        minimum_mean: how the posteriors' minima are averaged: the mean of
+            their LRs (`"arithmetic"`) or of their logarithms
+            (`"geometric"`). Defaults to `"arithmetic"`.
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class WarmupTests:
         background: bool,
         act_at_once: bool = False,
         filters: bool = True,
+        landing: float = 1.0,
+        minimum_mean: str = "arithmetic",
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -70,6 +77,8 @@ class WarmupTests:
         self.background = background
         self.act_at_once = act_at_once
         self.filters = filters
+        self.landing = landing
+        self.minimum_mean = minimum_mean
         self.reset()
 
     def reset(self) -> None:
@@ -146,9 +155,14 @@ class WarmupTests:
         # A minimum at "now" maps to the LR of the step not yet run: cap it
         # at the LR of the last step run.
         last = ramp(float(outcome.now - 1), xp=schedules.SCALAR)
-        self.minimum_lr = float(np.mean(np.minimum(lrs, last)))
+        lrs = np.minimum(lrs, last)
+        if self.minimum_mean == "geometric":
+            self.minimum_lr = float(np.exp(np.mean(np.log(lrs))))
+        else:
+            self.minimum_lr = float(np.mean(lrs))
+        landing = self.landing * self.minimum_lr
         if self._consecutive >= self.patience:
-            return Switch("minimum", self.minimum_lr, effective)
+            return Switch("minimum", landing, effective)
         if outcome.exploded:
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
@@ -156,19 +170,17 @@ class WarmupTests:
             # at half the LR of the last step run: when the loss was still
             # falling right up to the cliff, the smoothed minimum sits at
             # its edge and is no safe LR.
-            return Switch(
-                "explosion", min(self.minimum_lr, 0.5 * last), effective
-            )
+            return Switch("explosion", min(landing, 0.5 * last), effective)
         if outcome.rise > 0.0 and last > MAX_OVERSHOOT * self.minimum_lr:
             # The loss has stopped falling and the smoothed minimum lies
             # behind, at an LR the ramp has since multiplied: however slowly
             # and noisily the loss rises, more warmup only goes further
             # past the LR it was best at (`benchmarks/README.md`: the
             # overshoot of the suite).
-            return Switch("overshoot", self.minimum_lr, effective)
+            return Switch("overshoot", landing, effective)
         # Provisional: if the cap comes first, warmup ends at the LR of the
         # smoothed minimum rather than at the overshoot.
-        self.plan.set_peak(self.minimum_lr)
+        self.plan.set_peak(landing)
         return None
 
     def safe_lr(self, record: LossRecord, first_step: int) -> float:
