@@ -1,9 +1,10 @@
 """`AutoLR`: the Keras adapter of the AutoLR controller.
 
 Data path: Keras step -> `on_train_batch_end` (true per-chunk mean loss) ->
-`AutoLRController.update` -> its `Report` -> `AutoLRSchedule` variables,
-written only when a decision changes, and the `WeightKeeper`'s copies. The
-optimizer evaluates the schedule in-graph every step.
+`AutoLRController.update` -> its `Report` -> the `InstalledSchedule`
+(whose values are written only when a decision changes them), and the
+`WeightKeeper`'s copies. The optimizer evaluates the schedule in-graph
+every step.
 """
 
 import math
@@ -11,35 +12,20 @@ import warnings
 
 import keras
 
-from keras_autolr import _keras_compat, messages, reference
 from keras_autolr import _validation as check
+from keras_autolr import messages, reference, settings
 from keras_autolr.controller import AutoLRController
-from keras_autolr.keras_schedule import AutoLRSchedule
+from keras_autolr.keras_schedule import InstalledSchedule
 from keras_autolr.state_store import WEIGHT_STEPS, StateStore
 from keras_autolr.weights import WeightKeeper, all_finite, current_weights
 
 # Warn when no test can run before this fraction of the warmup ramp.
 _LATE_TEST = 0.25
 
-_CONTROLLER_OPTIONS = (
-    "min_lr",
-    "max_lr",
-    "max_warmup_fraction",
-    "warmup",
-    "decay",
-    "cooldown_fraction",
-    "patience",
-    "num_tests",
-    "confidence",
-    "bin_steps",
-    "min_bins",
-    "max_bins",
-    "seed",
-    "act_at_once",
-    "filters",
-    "smoother",
-    "landing",
-    "minimum_mean",
+# The options passed through to the controller (`check_every` is the
+# callback's own: it also takes "epoch").
+_CONTROLLER_OPTIONS = tuple(
+    o for o in settings.OPTIONS if o not in ("check_every", "background")
 )
 
 
@@ -158,9 +144,7 @@ class AutoLR(keras.callbacks.Callback):
             epochs or 100, steps_per_epoch or 1000, probe=True
         )
         self.controller = None
-        self.schedule = None
-        self._optimizer = None
-        self._loss_scaled = False
+        self._schedule = None
         self._store = None
         self._weights = None
 
@@ -257,7 +241,7 @@ class AutoLR(keras.callbacks.Callback):
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
         self._weights = WeightKeeper(self.model)
-        self._install()
+        self._schedule = InstalledSchedule(self.model, self.controller)
         self._resume_pending = True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -294,7 +278,7 @@ class AutoLR(keras.callbacks.Callback):
             # mean until the epoch ends: these steps' losses are unknown.
             report = ctl.skip(num_steps=chunk)
         self._epoch_steps, self._epoch_total = steps, total
-        self._update_schedule(horizon=self._chunk)
+        self._schedule.update(horizon=self._chunk)
         self._add_logs(logs)
         if report.switch is not None:
             self._on_switch(report.switch)
@@ -314,7 +298,9 @@ class AutoLR(keras.callbacks.Callback):
             self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):
-        self._uninstall()
+        if self._schedule is not None:
+            self._schedule.remove()
+            self._schedule = None
         if self._weights is not None:
             self._weights.release()
 
@@ -386,21 +372,7 @@ class AutoLR(keras.callbacks.Callback):
             ctl.set_state(state)
         if self._store and self.restore_weights and not self._weights.taken:
             self._weights.load(self._store, epoch)
-        self._update_schedule(force=True)
-
-    def _update_schedule(self, force=False, horizon=None):
-        """Copies the controller's decisions to the schedule that the
-        train step evaluates (see `AutoLRSchedule.sync`)."""
-        changed = self.schedule.sync(force=force, horizon=horizon)
-        if force or self._loss_scaled:
-            # A step that the loss-scale optimizer skipped (non-finite
-            # gradients) did not advance `iterations`: keep the schedule on
-            # the count of batches run, which is the budget's clock.
-            _keras_compat.sync_variables(self.model)
-            iterations = _keras_compat.steps_done(self._optimizer)
-            changed |= self.schedule.align(iterations, force=force)
-        if changed and self.schedule.constants:
-            self.model.make_train_function(force=True)  # JAX: recompile.
+        self._schedule.update(force=True)
 
     def _on_switch(self, event):
         if self.restore_weights:
@@ -425,33 +397,6 @@ class AutoLR(keras.callbacks.Callback):
             warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
             print(messages.rescue_line(event, kept))
-
-    def _install(self):
-        """Makes the optimizer evaluate the AutoLR schedule in-graph."""
-        optimizer = self.model.optimizer
-        _keras_compat.check_plain_learning_rate(optimizer)
-        with _keras_compat.variable_scope(self.model):
-            self.schedule = AutoLRSchedule(
-                self.controller,
-                constants=_keras_compat.step_bakes_in_constants(),
-            )
-        inner = _keras_compat.inner_optimizer(optimizer)
-        self.schedule.sync(force=True)
-        self.schedule.align(_keras_compat.steps_done(inner), force=True)
-        _keras_compat.read_learning_rate_from(optimizer, self.schedule)
-        self._optimizer = inner
-        self._loss_scaled = inner is not optimizer
-        self.model.make_train_function(force=True)
-
-    def _uninstall(self):
-        if self._optimizer is None:
-            return
-        _keras_compat.stop_reading_learning_rate_from(self._optimizer)
-        _keras_compat.learning_rate_variable(self._optimizer).assign(
-            self.controller.lr
-        )
-        self._optimizer = None
-        self.model.train_function = None
 
     def _add_logs(self, logs):
         """The LR and phase of the last step run."""

@@ -21,8 +21,15 @@ from typing import Any
 import numpy as np
 
 from keras_autolr import _validation as check
-from keras_autolr import decisions, loss_stats, messages, reference, schedules
-from keras_autolr.detector import SMOOTHERS, make_detector
+from keras_autolr import (
+    decisions,
+    loss_stats,
+    messages,
+    reference,
+    schedules,
+    settings,
+)
+from keras_autolr.detector import make_detector
 from keras_autolr.loss_record import LossRecord, to_json
 from keras_autolr.plan import Plan
 from keras_autolr.warmup import WarmupTests
@@ -72,62 +79,15 @@ class AutoLRController:
 
     Args:
         total_steps: the step budget; the LR is 0 from this step on.
-        min_lr: LR of the first step. Defaults to `1e-4` (AutoWU: `1e-5`).
-            Lower it when the best LR of your model may be below about
-            1e-3: the ramp needs some steps below the minimum.
-        max_lr: LR the ramp would reach at the cap. Defaults to `1.0`.
-        max_warmup_fraction: the cap, as a fraction of `total_steps`, in
-            (0, 1]. Defaults to `0.4` (AutoWU: 0.5 from 1e-5); the ramp then
-            grows one decade per 10 % of the budget.
-        warmup: `"exponential"` (geometric growth) or `"linear"`.
-            Defaults to `"exponential"`.
-        decay: `"cosine"` (from the peak to 0), `"linear"` (a straight
-            line to 0) or `"constant_cosine"` (the peak held, then cosine
-            over the last `cooldown_fraction` of the budget, as the AutoWU
-            reference). Defaults to `"cosine"`.
-        cooldown_fraction: length of the cosine of `"constant_cosine"`, as a
-            fraction of `total_steps`, in (0, 1]. Defaults to `0.2`.
-        check_every: steps between two tests, a multiple of `bin_steps`.
-            `None` picks about 100 tests over the warmup cap. Defaults to
-            `None`.
-        patience: consecutive positive tests needed to end warmup.
-            Defaults to `3`.
-        num_tests: posteriors that vote in each test. Defaults to `5`.
-        confidence: probability above which a posterior votes "past the
-            minimum". Defaults to `0.95`.
-        bin_steps: losses are averaged over bins of this many steps before
-            a test sees them; a multiple of `steps_per_execution` makes
-            decisions independent of it. Defaults to `1`.
-        min_bins: no test before this many finite bins. Defaults to `8`.
-        max_bins: memory bound: at this many bins, neighbours are merged
-            pairwise. Defaults to `1024`.
-        seed: seed of the detector's subsampling; equal seeds and losses
-            give equal decisions in every process. Defaults to `0`.
-        background: run the tests on a background thread; `False` runs
-            them on the calling thread with the same decisions (not part of
-            `get_config()`). Defaults to `True`.
-        act_at_once: wait for each test and act on its answer at the step
-            where it ran, as the AutoWU reference does, rather than one
-            test later; training then waits for every test. Decisions are
-            deterministic either way. Defaults to `False`.
-        filters: the filters on top of the GP's vote: a test counts only
-            once the loss has clearly fallen and if the loss has risen by
-            more than 2 noise std; single bad bins are despiked and each
-            bin has its local noise; a loss back at its starting level
-            ends warmup at the next test. `False`: the GP's majority vote
-            alone on the raw bin means, as the AutoWU reference. Non-finite
-            losses, and blow-ups during decay, are handled either way.
-            Defaults to `True`.
-        smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
-            `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
-            `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
-            Defaults to `"numpy"`.
-        landing: warmup ends at this fraction of the LR at the smoothed
-            minimum, in (0, 1]. Defaults to `1.0`.
-        minimum_mean: how the minima of the `num_tests` posteriors are
-            averaged into the LR at the smoothed minimum: the mean of their
-            LRs (`"arithmetic"`, as AutoWU) or of their logarithms
-            (`"geometric"`). Defaults to `"arithmetic"`.
+        **options: the options of the schedule, each documented in
+            `keras_autolr.settings.Settings`: `min_lr`, `max_lr`,
+            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
+            `check_every`, `patience`, `num_tests`, `confidence`,
+            `bin_steps`, `min_bins`, `max_bins`, `seed`, `background`,
+            `act_at_once`, `filters`, `smoother`, `landing` and
+            `minimum_mean`. These and `total_steps` are readable as
+            attributes (`ctl.check_every`), as is `ramp_steps`, the warmup
+            cap.
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.
@@ -143,103 +103,22 @@ class AutoLRController:
     ('minimum', -2)
     """
 
-    def __init__(
-        self,
-        total_steps: int,
-        *,
-        min_lr: float = 1e-4,
-        max_lr: float = 1.0,
-        max_warmup_fraction: float = 0.4,
-        warmup: str = "exponential",
-        decay: str = "cosine",
-        cooldown_fraction: float = 0.2,
-        check_every: int | None = None,
-        patience: int = 3,
-        num_tests: int = 5,
-        confidence: float = 0.95,
-        bin_steps: int = 1,
-        min_bins: int = 8,
-        max_bins: int = 1024,
-        seed: int = 0,
-        background: bool = True,
-        act_at_once: bool = False,
-        filters: bool = True,
-        smoother: str = "numpy",
-        landing: float = 1.0,
-        minimum_mean: str = "arithmetic",
-    ) -> None:
-        check.check_int("total_steps", total_steps, 2)
-        check.check_float("min_lr", min_lr, 0.0, low_open=True)
-        check.check_float("max_lr", max_lr, 0.0, low_open=True)
-        if not min_lr < max_lr:
-            raise ValueError(
-                "Argument `min_lr` must be < `max_lr`. Received: "
-                f"min_lr={min_lr}, max_lr={max_lr}"
+    def __init__(self, total_steps: int, **options: Any) -> None:
+        unknown = sorted(set(options) - set(settings.OPTIONS))
+        if unknown:
+            raise TypeError(
+                "Unrecognized keyword arguments passed to AutoLRController: "
+                f"{unknown}. Valid options: {list(settings.OPTIONS)}"
             )
-        check.check_float(
-            "max_warmup_fraction", max_warmup_fraction, 0.0, 1.0, True
-        )
-        check.check_choice("warmup", warmup, schedules.WARMUPS)
-        check.check_choice("decay", decay, schedules.DECAYS)
-        check.check_float("cooldown_fraction", cooldown_fraction, 0, 1, True)
-        check.check_int("bin_steps", bin_steps, 1)
-        if check_every is None:
-            ramp = max(1, int(max_warmup_fraction * total_steps))
-            check_every = bin_steps * max(1, round(ramp / 100 / bin_steps))
-        check.check_int("check_every", check_every, 1)
-        check.check_multiple("check_every", check_every, "bin_steps", bin_steps)
-        check.check_int("patience", patience, 1)
-        check.check_int("min_bins", min_bins, 3)
-        check.check_int("max_bins", max_bins, 16)
-        if max_bins % 2:
-            raise ValueError(
-                "Argument `max_bins` must be even. "
-                f"Received: max_bins={max_bins}"
-            )
-        check.check_bool("background", background)
-        check.check_bool("act_at_once", act_at_once)
-        check.check_bool("filters", filters)
-        check.check_choice("smoother", smoother, SMOOTHERS)
-        check.check_float("landing", landing, 0.0, 1.0, True)
-        check.check_choice(
-            "minimum_mean", minimum_mean, ("arithmetic", "geometric")
-        )
-        self.total_steps = int(total_steps)
-        self.min_lr = float(min_lr)
-        self.max_lr = float(max_lr)
-        self.max_warmup_fraction = float(max_warmup_fraction)
-        self.warmup = warmup
-        self.decay = decay
-        self.cooldown_fraction = float(cooldown_fraction)
-        self.check_every = int(check_every)
-        self.patience = int(patience)
-        self.bin_steps = int(bin_steps)
-        self.min_bins = int(min_bins)
-        self.max_bins = int(max_bins)
-        self.background = background
-        self.act_at_once = act_at_once
-        self.filters = filters
-        self.smoother = smoother
-        self.landing = float(landing)
-        self.minimum_mean = minimum_mean
+        self.settings = settings.Settings(total_steps, **options)
         self.detector = make_detector(
-            smoother, num_tests=num_tests, confidence=confidence, seed=seed
+            self.smoother,
+            num_tests=self.num_tests,
+            confidence=self.confidence,
+            seed=self.seed,
         )
-        # The cap falls on a bin boundary, where a chunk of
-        # `steps_per_execution` steps ends, so that the callback sees the
-        # switch at the step it happens whatever the chunk size.
-        ramp = int(self.max_warmup_fraction * total_steps)
-        aligned = ramp // self.bin_steps * self.bin_steps
-        self.ramp_steps = aligned if aligned else max(1, ramp)
-        self.shape = schedules.Shape(
-            warmup=self.warmup,
-            decay=self.decay,
-            min_lr=self.min_lr,
-            max_lr=self.max_lr,
-            ramp_steps=float(self.ramp_steps),
-            total_steps=float(self.total_steps),
-            cooldown_steps=self.cooldown_fraction * self.total_steps,
-        )
+        self.ramp_steps = self.settings.ramp_steps
+        self.shape = self.settings.shape()
         self.record = LossRecord(self.bin_steps, self.max_bins)
         self.plan = Plan(self.shape, self.ramp_steps, self.max_lr)
         self.warmup_tests = WarmupTests(
@@ -248,13 +127,22 @@ class AutoLRController:
             self.check_every,
             self.patience,
             self.min_bins,
-            background,
-            act_at_once,
-            filters,
+            self.background,
+            self.act_at_once,
+            self.filters,
             self.landing,
-            minimum_mean,
+            self.minimum_mean,
         )
         self.reset()
+
+    def __getattr__(self, name: str) -> Any:
+        # The settings, read-only: `ctl.check_every` is
+        # `ctl.settings.check_every`.
+        if name in settings.FIELDS and "settings" in self.__dict__:
+            return getattr(self.settings, name)
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
 
     @classmethod
     def reference(
@@ -289,29 +177,9 @@ class AutoLRController:
     # Configuration and state.
 
     def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, for `AutoLRController(**config)`."""
-        return {
-            "total_steps": self.total_steps,
-            "min_lr": self.min_lr,
-            "max_lr": self.max_lr,
-            "max_warmup_fraction": self.max_warmup_fraction,
-            "warmup": self.warmup,
-            "decay": self.decay,
-            "cooldown_fraction": self.cooldown_fraction,
-            "check_every": self.check_every,
-            "patience": self.patience,
-            "num_tests": self.detector.num_tests,
-            "confidence": self.detector.confidence,
-            "bin_steps": self.bin_steps,
-            "min_bins": self.min_bins,
-            "max_bins": self.max_bins,
-            "seed": self.detector.seed,
-            "act_at_once": self.act_at_once,
-            "filters": self.filters,
-            "smoother": self.smoother,
-            "landing": self.landing,
-            "minimum_mean": self.minimum_mean,
-        }
+        """The constructor arguments, for `AutoLRController(**config)`
+        (all but `background`, which changes no decision)."""
+        return self.settings.config()
 
     def reset(self) -> None:
         """Forgets every recorded loss and decision: a new schedule."""

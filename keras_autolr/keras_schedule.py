@@ -20,6 +20,8 @@ checkpoint, as they are.
 import keras
 from keras import ops
 
+from keras_autolr import _keras_compat
+
 _NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
 
 
@@ -153,3 +155,60 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decay_start=self.decay_start,
             xp=ops,
         )
+
+
+class InstalledSchedule:
+    """An `AutoLRSchedule` installed in a model's optimizer, which the
+    train step then evaluates in place of the optimizer's own LR.
+
+    Creating it installs the schedule (inside the model's distribution
+    scope) and recompiles the train step; `update()` copies the
+    controller's decisions to it; `remove()` gives the optimizer back a
+    plain LR, the controller's current one.
+
+    Args:
+        model: a compiled Keras model.
+        controller: the `AutoLRController` whose schedule is installed.
+    """
+
+    def __init__(self, model, controller):
+        optimizer = model.optimizer
+        _keras_compat.check_plain_learning_rate(optimizer)
+        with _keras_compat.variable_scope(model):
+            self.schedule = AutoLRSchedule(
+                controller,
+                constants=_keras_compat.step_bakes_in_constants(),
+            )
+        self.model = model
+        self._optimizer = _keras_compat.inner_optimizer(optimizer)
+        self._loss_scaled = self._optimizer is not optimizer
+        self.schedule.sync(force=True)
+        self.schedule.align(
+            _keras_compat.steps_done(self._optimizer), force=True
+        )
+        _keras_compat.read_learning_rate_from(optimizer, self.schedule)
+        model.make_train_function(force=True)
+
+    def update(self, force=False, horizon=None):
+        """Copies the controller's decisions to the schedule (see
+        `AutoLRSchedule.sync`), and recompiles the train step where the
+        schedule's values are its constants and one changed."""
+        changed = self.schedule.sync(force=force, horizon=horizon)
+        if force or self._loss_scaled:
+            # A step that the loss-scale optimizer skipped (non-finite
+            # gradients) did not advance `iterations`: keep the schedule on
+            # the count of batches run, which is the budget's clock.
+            _keras_compat.sync_variables(self.model)
+            iterations = _keras_compat.steps_done(self._optimizer)
+            changed |= self.schedule.align(iterations, force=force)
+        if changed and self.schedule.constants:
+            self.model.make_train_function(force=True)  # JAX: recompile.
+
+    def remove(self):
+        """Gives the optimizer a plain LR again: the controller's current
+        one."""
+        _keras_compat.stop_reading_learning_rate_from(self._optimizer)
+        _keras_compat.learning_rate_variable(self._optimizer).assign(
+            self.schedule.controller.lr
+        )
+        self.model.train_function = None

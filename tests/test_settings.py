@@ -1,0 +1,109 @@
+"""Settings: the options of a schedule, their checks and derived values."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from keras_autolr.callback import AutoLR
+from keras_autolr.controller import AutoLRController
+from keras_autolr.settings import FIELDS, OPTIONS, Settings
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"total_steps": 1}, "total_steps"),
+        ({"total_steps": 10.5}, "total_steps"),
+        ({"min_lr": 0.0}, "min_lr"),
+        ({"max_lr": float("nan")}, "max_lr"),
+        ({"min_lr": 0.1, "max_lr": 0.1}, "min_lr` must be < `max_lr"),
+        ({"max_warmup_fraction": 0.0}, "max_warmup_fraction"),
+        ({"max_warmup_fraction": 1.5}, "max_warmup_fraction"),
+        ({"cooldown_fraction": -0.1}, "cooldown_fraction"),
+        ({"warmup": "cubic"}, "warmup"),
+        ({"decay": "step"}, "decay"),
+        ({"check_every": 0}, "check_every"),
+        ({"check_every": 12, "bin_steps": 8}, "multiple of `bin_steps`"),
+        ({"patience": 0}, "patience"),
+        ({"bin_steps": True}, "bin_steps"),
+        ({"max_bins": 33}, "max_bins"),
+        ({"confidence": 0.3}, "confidence"),
+        ({"num_tests": 0}, "num_tests"),
+        ({"seed": -1}, "seed"),
+        ({"smoother": "gpytorch"}, "smoother"),
+        ({"landing": 0.0}, "landing"),
+        ({"landing": 1.5}, "landing"),
+        ({"minimum_mean": "harmonic"}, "minimum_mean"),
+        ({"act_at_once": 1}, "act_at_once"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_value(kwargs, match):
+    kwargs = {"total_steps": 1000, **kwargs}
+    with pytest.raises(ValueError, match=match) as info:
+        Settings(**kwargs)
+    assert "Received" in str(info.value)
+    with pytest.raises(ValueError, match=match):
+        AutoLRController(**kwargs)
+
+
+def test_unknown_options_are_refused_by_name():
+    with pytest.raises(TypeError, match="'min_lrr'"):
+        AutoLRController(1000, min_lrr=1e-3)
+    with pytest.raises(TypeError, match="'min_lrr'"):
+        AutoLR(min_lrr=1e-3)
+
+
+@pytest.mark.parametrize(
+    "total, fraction, bin_steps, expected",
+    [
+        (1000, 0.4, 1, 4),  # Cap 400: 100 tests.
+        (90_000, 0.5, 1, 450),
+        (1000, 0.4, 8, 8),  # At least one bin.
+        (100_000, 0.4, 30, 390),  # 400 rounded to 13 bins of 30.
+        (20, 0.1, 1, 1),
+    ],
+)
+def test_check_every_defaults_to_about_100_tests_over_the_cap(
+    total, fraction, bin_steps, expected
+):
+    options = Settings(total, max_warmup_fraction=fraction, bin_steps=bin_steps)
+    assert options.check_every == expected
+    assert options.check_every % bin_steps == 0
+    ramp = int(fraction * total)
+    assert options.ramp_steps == ramp // bin_steps * bin_steps
+    assert options.shape().ramp_steps == options.ramp_steps
+
+
+def test_config_holds_plain_numbers_and_rebuilds_equal_settings():
+    options = Settings(
+        np.int64(5000),
+        min_lr=np.float32(1e-3),
+        patience=np.int32(2),
+        background=False,
+    )
+    config = options.config()
+    assert "background" not in config
+    assert set(config) == set(FIELDS) - {"background"}
+    assert type(config["total_steps"]) is int
+    assert type(config["min_lr"]) is float
+    assert type(config["patience"]) is int
+    assert Settings(**config) == dataclasses.replace(options, background=True)
+
+
+def test_controller_reads_its_settings_as_attributes():
+    ctl = AutoLRController(5000, check_every=25, background=False)
+    assert ctl.get_config() == ctl.settings.config()
+    for name in FIELDS:
+        assert getattr(ctl, name) == getattr(ctl.settings, name)
+    assert ctl.ramp_steps == 2000
+    with pytest.raises(AttributeError, match="no_such"):
+        ctl.no_such  # noqa: B018
+
+
+def test_the_callback_passes_every_controller_option_through():
+    # `check_every` (which also takes "epoch") and `background` are the
+    # callback's to set.
+    passed = set(OPTIONS) - {"check_every", "background"}
+    callback = AutoLR(**{name: getattr(Settings(10), name) for name in passed})
+    assert set(callback.controller_options) == passed
