@@ -33,6 +33,7 @@ from scipy import linalg
 from threadpoolctl import ThreadpoolController
 
 from keras_autolr import _validation as check
+from keras_autolr.gp_points import Points, subsample
 
 # A floor on the noise variance, relative to the variance of the data:
 # keeps the Gram matrix well conditioned when the losses are nearly exact.
@@ -179,7 +180,7 @@ class MinimumDetector:
         Returns:
             A `Detection`.
         """
-        data = _Data.make(x, y, counts, noise)
+        data = Points.make(x, y, counts, noise)
         if data is None:
             return Detection(False, (), ())
         # One BLAS thread: these matrices are small, and a multi-threaded
@@ -188,19 +189,19 @@ class MinimumDetector:
         with _blas().limit(limits=1, user_api="blas"):
             return self._test(data, key)
 
-    def _fitted(self, data: _Data, key: int):
+    def _fitted(self, data: Points, key: int):
         """The seeded generator of test `key`, and the output scale and
         noise fitted on its first subsample."""
         rng = np.random.default_rng([self.seed, int(key)])
-        fit_idx = _subsample(rng, data.size, self.max_fit_points)
+        fit_idx = subsample(rng, data.size, self.max_fit_points)
         return (rng, *self._fit(data.take(fit_idx)))
 
-    def _test(self, data: _Data, key: int) -> Detection:
+    def _test(self, data: Points, key: int) -> Detection:
         rng, scale2, noise2 = self._fitted(data, key)
         posteriors = []
         whole = data.size <= self.max_condition_points
         for _ in range(1 if whole else self.num_tests):
-            idx = _subsample(rng, data.size, self.max_condition_points)
+            idx = subsample(rng, data.size, self.max_condition_points)
             posteriors.append(self._posterior(data.take(idx), scale2, noise2))
         if whole:  # Every subsample is the whole data: one posterior.
             posteriors *= self.num_tests
@@ -225,11 +226,11 @@ class MinimumDetector:
         Same arguments as `test`. Returns `None` with fewer than 3 finite
         losses.
         """
-        data = _Data.make(x, y, counts, noise)
+        data = Points.make(x, y, counts, noise)
         if data is None:
             return None
         rng, scale2, noise2 = self._fitted(data, key)
-        idx = _subsample(rng, data.size, self.max_condition_points)
+        idx = subsample(rng, data.size, self.max_condition_points)
         return self._posterior(data.take(idx), scale2, noise2)
 
     def fit_hyperparameters(
@@ -244,7 +245,7 @@ class MinimumDetector:
         Returns `(output_scale_variance, noise_variance)` in squared loss
         units, the noise being that of a point of mean relative noise.
         """
-        data = _Data.make(x, y, counts, noise)
+        data = Points.make(x, y, counts, noise)
         if data is None:
             raise ValueError("At least 3 finite losses are needed.")
         scale2, noise2 = self._fit(data)
@@ -254,7 +255,7 @@ class MinimumDetector:
         d = (a[:, None] - b[None, :]) / self.length_scale
         return np.exp(-0.5 * d * d)
 
-    def _fit(self, data: _Data) -> tuple[float, float]:
+    def _fit(self, data: Points) -> tuple[float, float]:
         """Exact ML fit of (output scale, noise) with the length scale fixed.
 
         With `K = s2 * (r * K0 + D)` (r the signal-to-noise ratio, D the
@@ -287,7 +288,7 @@ class MinimumDetector:
         return r * noise2, noise2
 
     def _posterior(
-        self, data: _Data, scale2: float, noise2: float
+        self, data: Points, scale2: float, noise2: float
     ) -> Posterior:
         grid = np.linspace(0.0, 1.0, self.grid_size)
         gram = scale2 * self._kernel(data.x, data.x)
@@ -308,7 +309,7 @@ class MinimumDetector:
 
 
 def _posterior_of(
-    data: _Data,
+    data: Points,
     grid: np.ndarray,
     mean: np.ndarray,
     var: np.ndarray,
@@ -346,70 +347,6 @@ def make_detector(smoother: str = "numpy", **kwargs) -> MinimumDetector:
     return MinimumDetector(**kwargs)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Data:
-    """Finite points, standardised: `y = (loss - mean) / std`."""
-
-    x: np.ndarray
-    y: np.ndarray
-    noise: np.ndarray  # Relative noise variance of each point (mean 1).
-    center: float
-    std: float
-
-    @property
-    def size(self) -> int:
-        return int(self.x.size)
-
-    @classmethod
-    def make(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        counts: np.ndarray | None,
-        noise: np.ndarray | None = None,
-    ) -> _Data | None:
-        x = np.asarray(x, dtype=np.float64).ravel()
-        y = np.asarray(y, dtype=np.float64).ravel()
-        counts = _ones_or(counts, y)
-        noise = _ones_or(noise, y)
-        if not x.shape == y.shape == counts.shape == noise.shape:
-            raise ValueError(
-                "`x`, `y`, `counts` and `noise` must have the same length. "
-                f"Received: {x.size}, {y.size}, {counts.size} and "
-                f"{noise.size} values."
-            )
-        keep = (
-            np.isfinite(x)
-            & np.isfinite(y)
-            & (counts > 0)
-            & np.isfinite(noise)
-            & (noise > 0)
-        )
-        if np.count_nonzero(keep) < 3:
-            return None
-        x, y, counts, noise = x[keep], y[keep], counts[keep], noise[keep]
-        center = float(np.mean(y))
-        std = float(np.std(y))
-        if not std > 0.0 or not np.isfinite(std):
-            std = 1.0  # Constant losses: nothing to detect, keep it finite.
-        relative = noise / counts
-        # Scaled by the largest first: a mean of huge variances overflows.
-        relative /= np.max(relative)
-        relative /= np.mean(relative)
-        return cls(x, (y - center) / std, relative, center, std)
-
-    def take(self, idx: np.ndarray) -> _Data:
-        return _Data(
-            self.x[idx], self.y[idx], self.noise[idx], self.center, self.std
-        )
-
-
-def _ones_or(values: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    if values is None:
-        return np.ones_like(like)
-    return np.asarray(values, dtype=np.float64).ravel()
-
-
 _BLAS: list[ThreadpoolController] = []
 
 
@@ -419,10 +356,3 @@ def _blas() -> ThreadpoolController:
     if not _BLAS:
         _BLAS.append(ThreadpoolController())
     return _BLAS[0]
-
-
-def _subsample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """`min(n, k)` sorted indices drawn uniformly without replacement."""
-    if n <= k:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=k, replace=False))

@@ -31,12 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from keras_autolr.detector import (
-    _MIN_NOISE,
-    MinimumDetector,
-    _Data,
-    _posterior_of,
-)
+from keras_autolr.detector import _MIN_NOISE, MinimumDetector, _posterior_of
+from keras_autolr.gp_points import Points
 
 # The box the fit searches, for the standardised data (variance 1): the
 # noise variance above the floor of the NumPy smoother, the output scale
@@ -81,7 +77,7 @@ class TFPMinimumDetector(MinimumDetector):
         super().__init__(*args, **kwargs)
         tfp_numpy()  # Fails now, not at the first test, without TFP.
 
-    def _gp_parts(self, data: _Data, scale2: float):
+    def _gp_parts(self, data: Points, scale2: float):
         """TFP's kernel and index points for `data` (whitened if its
         noise is not the same everywhere), and the observations."""
         tfp = tfp_numpy()
@@ -99,7 +95,7 @@ class TFPMinimumDetector(MinimumDetector):
         w = 1.0 / np.sqrt(data.noise)
         return weighted, np.stack([data.x, w], axis=-1), w * data.y
 
-    def _fit(self, data: _Data) -> tuple[float, float]:
+    def _fit(self, data: Points) -> tuple[float, float]:
         """Output scale and noise variance that maximise TFP's marginal
         likelihood, with the length scale fixed."""
         tfd = tfp_numpy().distributions
@@ -129,7 +125,7 @@ class TFPMinimumDetector(MinimumDetector):
         scale2, noise2 = np.exp(result.x)
         return float(scale2), float(noise2)
 
-    def _posterior(self, data: _Data, scale2: float, noise2: float):
+    def _posterior(self, data: Points, scale2: float, noise2: float):
         tfd = tfp_numpy().distributions
         grid = np.linspace(0.0, 1.0, self.grid_size)
         kernel, points, y = self._gp_parts(data, scale2)
