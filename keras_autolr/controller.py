@@ -13,7 +13,6 @@ touches the device only when a decision changes it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
@@ -30,6 +29,7 @@ from keras_autolr import (
     settings,
 )
 from keras_autolr.detector import make_detector
+from keras_autolr.events import EventLog, Report
 from keras_autolr.loss_record import LossRecord, to_json
 from keras_autolr.plan import Plan
 from keras_autolr.warmup import WarmupTests
@@ -37,24 +37,6 @@ from keras_autolr.warmup import WarmupTests
 WARMUP = "warmup"
 DECAY = "decay"
 _STATE_FORMAT = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """What one `update()` or `skip()` did.
-
-    Attributes:
-        lr: the LR of the next step.
-        tested: a test of the loss minimum started at this update.
-        switch: the event that ended warmup at this update, else `None`.
-        rescue: the event that restarted the decay at this update, else
-            `None`.
-    """
-
-    lr: float
-    tested: bool = False
-    switch: dict[str, Any] | None = None
-    rescue: dict[str, Any] | None = None
 
 
 class AutoLRController:
@@ -187,7 +169,7 @@ class AutoLRController:
         self.plan.reset()
         self.warmup_tests.reset()
         self._check_mark = 0  # Test points passed: steps // check_every.
-        self._events: list[dict[str, Any]] = []
+        self._events = EventLog()
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly, as JSON-compatible values.
@@ -203,7 +185,7 @@ class AutoLRController:
             "plan": self.plan.get_state(),
             "warmup": self.warmup_tests.get_state(),
             "check_mark": self._check_mark,
-            "events": [dict(e) for e in self._events],
+            "events": self._events.get_state(),
         }
 
     @classmethod
@@ -245,7 +227,7 @@ class AutoLRController:
         self.plan.set_state(state["plan"])
         self.warmup_tests.set_state(state["warmup"])
         self._check_mark = int(state["check_mark"])
-        self._events = [dict(e) for e in state["events"]]
+        self._events.set_state(state["events"])
 
     # ------------------------------------------------------------------
     # Read-only views.
@@ -279,8 +261,7 @@ class AutoLRController:
     @property
     def switch_event(self) -> dict[str, Any] | None:
         """The event that ended warmup, once it has."""
-        switches = [e for e in self._events if e["event"] == "switch"]
-        return dict(switches[0]) if switches else None
+        return self._events.first("switch")
 
     @property
     def minimum_lr(self) -> float | None:
@@ -295,12 +276,12 @@ class AutoLRController:
     @property
     def events(self) -> list[dict[str, Any]]:
         """Decisions so far, each a dict with at least `step` and `event`."""
-        return [dict(e) for e in self._events]
+        return self._events.all()
 
     @property
     def rescues(self) -> list[dict[str, Any]]:
         """Decay restarts after the loss blew up during decay, in order."""
-        return [dict(e) for e in self._events if e["event"] == "rescue"]
+        return self._events.all("rescue")
 
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
@@ -387,12 +368,11 @@ class AutoLRController:
             self._rescue("explosion", loss, self.steps)
         if was_warmup and self.phase == DECAY and not self._events:
             self._switch("cap", self.switch_step)
-        new = self._events[events:]
         return Report(
             lr=self.lr,
             tested=self.warmup_tests.tests_run != tests,
-            switch=next((dict(e) for e in new if e["event"] == "switch"), None),
-            rescue=next((dict(e) for e in new if e["event"] == "rescue"), None),
+            switch=self._events.first("switch", since=events),
+            rescue=self._events.first("rescue", since=events),
         )
 
     def _diverged(self, loss: float, first_step: int) -> None:
@@ -413,7 +393,7 @@ class AutoLRController:
         self.plan.restart(step, peak)
         event = {"step": step, "event": "rescue", "reason": reason}
         event.update(lr_before=lr_before, peak_lr=peak, loss=to_json(loss))
-        self._events.append(event)
+        self._events.add(event)
         text = messages.rescue_warning(event)
         warnings.warn(text, RuntimeWarning, stacklevel=5)
 
@@ -430,4 +410,4 @@ class AutoLRController:
             peak_lr=self.plan.peak_lr,
             minimum_lr=self.warmup_tests.minimum_lr,
         )
-        self._events.append(event)
+        self._events.add(event)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_autolr import schedules
-from keras_autolr.controller import AutoLRController, Report
+from keras_autolr.controller import AutoLRController
+from keras_autolr.events import Report
 
 
 def u_loss(lr, best=1e-2):
