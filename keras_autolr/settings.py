@@ -14,8 +14,6 @@ from keras_autolr import _validation as check
 from keras_autolr import schedules
 from keras_autolr.detector import SMOOTHERS
 
-MINIMUM_MEANS = ("arithmetic", "geometric")
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -75,10 +73,6 @@ class Settings:
             Defaults to `"numpy"`.
         landing: warmup ends at this fraction of the LR at the smoothed
             minimum, in (0, 1]. Defaults to `1.0`.
-        minimum_mean: how the minima of the `num_tests` posteriors are
-            averaged into the LR at the smoothed minimum: the mean of their
-            LRs (`"arithmetic"`, as AutoWU) or of their logarithms
-            (`"geometric"`). Defaults to `"arithmetic"`.
 
     Raises:
         ValueError: naming the option and the value received, for a value
@@ -110,7 +104,6 @@ class Settings:
     filters: bool = True
     smoother: str = "numpy"
     landing: float = 1.0
-    minimum_mean: str = "arithmetic"
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -157,7 +150,6 @@ class Settings:
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
         check.check_float("landing", self.landing, 0.0, 1.0, True)
-        check.check_choice("minimum_mean", self.minimum_mean, MINIMUM_MEANS)
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (

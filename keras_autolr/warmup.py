@@ -51,9 +51,6 @@ class WarmupTests:
             (`decisions.minimum_test`). Defaults to `True`.
         landing: warmup ends at this fraction of the LR at the smoothed
             minimum. Defaults to `1.0`.
-        minimum_mean: how the posteriors' minima are averaged: the mean of
-            their LRs (`"arithmetic"`) or of their logarithms
-            (`"geometric"`). Defaults to `"arithmetic"`.
     """
 
     def __init__(
@@ -67,7 +64,6 @@ class WarmupTests:
         act_at_once: bool = False,
         filters: bool = True,
         landing: float = 1.0,
-        minimum_mean: str = "arithmetic",
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -78,7 +74,6 @@ class WarmupTests:
         self.act_at_once = act_at_once
         self.filters = filters
         self.landing = landing
-        self.minimum_mean = minimum_mean
         self.reset()
 
     def reset(self) -> None:
@@ -155,11 +150,7 @@ class WarmupTests:
         # A minimum at "now" maps to the LR of the step not yet run: cap it
         # at the LR of the last step run.
         last = ramp(float(outcome.now - 1), xp=schedules.SCALAR)
-        lrs = np.minimum(lrs, last)
-        if self.minimum_mean == "geometric":
-            self.minimum_lr = float(np.exp(np.mean(np.log(lrs))))
-        else:
-            self.minimum_lr = float(np.mean(lrs))
+        self.minimum_lr = float(np.mean(np.minimum(lrs, last)))
         landing = self.landing * self.minimum_lr
         if self._consecutive >= self.patience:
             return Switch("minimum", landing, effective)

@@ -34,7 +34,6 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"smoother": "gpytorch"}, "smoother"),
         ({"landing": 0.0}, "landing"),
         ({"landing": 1.5}, "landing"),
-        ({"minimum_mean": "harmonic"}, "minimum_mean"),
         ({"act_at_once": 1}, "act_at_once"),
     ],
 )
