@@ -16,7 +16,7 @@ from keras_autolr import _validation as check
 from keras_autolr import messages, reference, settings
 from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import InstalledSchedule
-from keras_autolr.state_store import WEIGHT_STEPS, StateStore
+from keras_autolr.state_store import StateStore
 from keras_autolr.weights import WeightKeeper, all_finite, current_weights
 
 # Warn when no test can run before this fraction of the warmup ramp.
@@ -294,7 +294,7 @@ class AutoLR(keras.callbacks.Callback):
             self._weights.offer(self.controller)
         if self._store is not None:
             state = self.controller.get_state()
-            state[WEIGHT_STEPS] = self._weights.save(self._store)
+            state.update(self._weights.save(self._store))
             self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):

@@ -202,7 +202,11 @@ class InstalledSchedule:
             iterations = _keras_compat.steps_done(self._optimizer)
             changed |= self.schedule.align(iterations, force=force)
         if changed and self.schedule.constants:
-            self.model.make_train_function(force=True)  # JAX: recompile.
+            # JAX: recompile. Mid-epoch `fit` has emptied the variables (it
+            # carries the state), and under `keras.distribution` the
+            # compilation reads their shardings: put the state back first.
+            _keras_compat.sync_variables(self.model)
+            self.model.make_train_function(force=True)
 
     def remove(self):
         """Gives the optimizer a plain LR again: the controller's current

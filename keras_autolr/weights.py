@@ -22,6 +22,10 @@ _COPY_EVERY = 4
 # smoothed loss minimum: a low loss that far past it is a noise low, and
 # the weights may already be damaged.
 _COPY_WITHIN = 2.0
+# The key of a saved state holding the number of warmup tests run when the
+# last copy was taken: copies at tests keep their cadence from it, so a
+# restarted run needs it to take the same copies.
+COPY_TEST = "weight_copy_test"
 
 
 class WeightSnapshot:
@@ -156,21 +160,23 @@ class WeightKeeper:
         return self.confirmed.taken or self.pending.taken
 
     def save(self, store):
-        """Writes the copies to the `StateStore` `store`; returns their
-        steps, `[confirmed, pending]` (`None` where there is none), for the
-        state that names them."""
+        """Writes the copies to the `StateStore` `store`; returns the
+        entries of the state that names them: their steps under
+        `WEIGHT_STEPS`, `[confirmed, pending]` (`None` where there is
+        none), and the test count of the last copy under `COPY_TEST`."""
         steps = []
         for snapshot in (self.confirmed, self.pending):
             if snapshot.taken:
                 store.save_weights(snapshot.step, snapshot.values)
             steps.append(snapshot.step if snapshot.taken else None)
-        return steps
+        return {WEIGHT_STEPS: steps, COPY_TEST: self._tests_at_copy}
 
     def load(self, store, epoch):
         """Reads back the copies named by the state after `epoch` epochs
         in `store`, so that a restarted run rolls back to the same
         weights."""
         state = store.load(epoch) or {}
+        self._tests_at_copy = int(state.get(COPY_TEST, 0))
         steps = state.get(WEIGHT_STEPS) or [None, None]
         pairs = zip((self.confirmed, self.pending), steps, strict=True)
         for snapshot, step in pairs:
