@@ -73,6 +73,10 @@ class Settings:
             Defaults to `"numpy"`.
         landing: warmup ends at this fraction of the LR at the smoothed
             minimum, in (0, 1]. Defaults to `1.0`.
+        max_overshoot: warmup ends once the LR of the last step run is
+            this many times the LR at the smoothed minimum (at least 1),
+            whether or not the loss has risen. Defaults to `None`: only
+            once it has risen and the ratio is above 3.
 
     Raises:
         ValueError: naming the option and the value received, for a value
@@ -104,6 +108,7 @@ class Settings:
     filters: bool = True
     smoother: str = "numpy"
     landing: float = 1.0
+    max_overshoot: float | None = None
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -150,6 +155,9 @@ class Settings:
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
         check.check_float("landing", self.landing, 0.0, 1.0, True)
+        if self.max_overshoot is not None:
+            check.check_float("max_overshoot", self.max_overshoot, 1.0)
+            object.__setattr__(self, "max_overshoot", float(self.max_overshoot))
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (

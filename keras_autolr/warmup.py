@@ -51,6 +51,9 @@ class WarmupTests:
             (`decisions.minimum_test`). Defaults to `True`.
         landing: warmup ends at this fraction of the LR at the smoothed
             minimum. Defaults to `1.0`.
+        max_overshoot: warmup ends once the LR of the last step is this
+            many times the LR at the smoothed minimum, whether or not the
+            loss has risen. Defaults to `None`: only once it has risen.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class WarmupTests:
         act_at_once: bool = False,
         filters: bool = True,
         landing: float = 1.0,
+        max_overshoot: float | None = None,
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -74,6 +78,7 @@ class WarmupTests:
         self.act_at_once = act_at_once
         self.filters = filters
         self.landing = landing
+        self.max_overshoot = max_overshoot
         self.reset()
 
     def reset(self) -> None:
@@ -162,7 +167,9 @@ class WarmupTests:
             # falling right up to the cliff, the smoothed minimum sits at
             # its edge and is no safe LR.
             return Switch("explosion", min(landing, 0.5 * last), effective)
-        if outcome.rise > 0.0 and last > MAX_OVERSHOOT * self.minimum_lr:
+        past = last / self.minimum_lr
+        hard = self.max_overshoot is not None and past > self.max_overshoot
+        if hard or (outcome.rise > 0.0 and past > MAX_OVERSHOOT):
             # The loss has stopped falling and the smoothed minimum lies
             # behind, at an LR the ramp has since multiplied: however slowly
             # and noisily the loss rises, more warmup only goes further
