@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import support
 
+from keras_autolr.state_store import StateStore
 from keras_autolr.weights import (
+    WeightKeeper,
     WeightSnapshot,
     read_values,
     snapshot_variables,
@@ -133,3 +135,45 @@ def test_a_copy_of_another_model_is_refused():
         snapshot.restore()
     for variable, value in zip(other.weights, before, strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
+
+
+class _Tests:
+    tests_run = 0
+    last_probability = 0.1  # The detector is unsure: no copy is urgent.
+
+
+class _Controller:
+    """What `WeightKeeper.offer` reads of a controller, in warmup with the
+    loss at its lowest."""
+
+    phase = "warmup"
+    minimum_lr = None
+    steps = 0
+
+    def __init__(self):
+        self.warmup_tests = _Tests()
+
+    def at_lowest_loss(self):
+        return True
+
+
+def test_a_restarted_keeper_takes_copies_at_the_same_tests(tmp_path):
+    """At tests, a copy is taken every few tests while the detector is
+    unsure. The count of tests at the last copy is saved with the copies:
+    a run restarted from the saved state takes the same copies as the
+    uninterrupted run (and so rolls back to the same weights)."""
+    model = fitted_model()
+    store = StateStore(tmp_path)
+    ctl = _Controller()
+    keeper = WeightKeeper(model)
+    ctl.warmup_tests.tests_run, ctl.steps = 9, 90
+    keeper.offer(ctl, at_test=True)
+    assert keeper.pending.step == 90  # The first copy.
+    store.save(3, keeper.save(store))
+    restarted = WeightKeeper(model)
+    restarted.load(store, 3)
+    # One test later, both confirm the copy of step 90 and take no other.
+    ctl.warmup_tests.tests_run, ctl.steps = 10, 100
+    for k in (keeper, restarted):
+        k.offer(ctl, at_test=True)
+        assert (k.confirmed.step, k.pending.taken) == (90, False)
