@@ -66,8 +66,7 @@ class AutoLRController:
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `check_every`, `patience`, `num_tests`, `confidence`,
             `bin_steps`, `min_bins`, `max_bins`, `seed`, `background`,
-            `act_at_once`, `filters`, `smoother`, `landing` and
-            `max_overshoot`. These and
+            `act_at_once`, `filters`, `smoother` and `max_overshoot`. These and
             `total_steps` are readable as attributes (`ctl.check_every`),
             as is `ramp_steps`, the warmup cap.
 
@@ -112,7 +111,6 @@ class AutoLRController:
             self.background,
             self.act_at_once,
             self.filters,
-            self.landing,
             self.max_overshoot,
         )
         self.reset()

@@ -71,8 +71,6 @@ class Settings:
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
             Defaults to `"numpy"`.
-        landing: warmup ends at this fraction of the LR at the smoothed
-            minimum, in (0, 1]. Defaults to `1.0`.
         max_overshoot: warmup ends once the LR of the last step run is
             this many times the LR at the smoothed minimum (at least 1),
             whether or not the loss has risen. Defaults to `None`: only
@@ -107,7 +105,6 @@ class Settings:
     act_at_once: bool = False
     filters: bool = True
     smoother: str = "numpy"
-    landing: float = 1.0
     max_overshoot: float | None = None
 
     def __post_init__(self) -> None:
@@ -154,7 +151,6 @@ class Settings:
         check.check_bool("act_at_once", self.act_at_once)
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
-        check.check_float("landing", self.landing, 0.0, 1.0, True)
         if self.max_overshoot is not None:
             check.check_float("max_overshoot", self.max_overshoot, 1.0)
             object.__setattr__(self, "max_overshoot", float(self.max_overshoot))
@@ -174,7 +170,6 @@ class Settings:
             ("bin_steps", int),
             ("min_bins", int),
             ("max_bins", int),
-            ("landing", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 

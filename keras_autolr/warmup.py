@@ -49,8 +49,6 @@ class WarmupTests:
             ran, rather than one test later. Defaults to `False`.
         filters: the package's filters on top of the GP vote
             (`decisions.minimum_test`). Defaults to `True`.
-        landing: warmup ends at this fraction of the LR at the smoothed
-            minimum. Defaults to `1.0`.
         max_overshoot: warmup ends once the LR of the last step is this
             many times the LR at the smoothed minimum, whether or not the
             loss has risen. Defaults to `None`: only once it has risen.
@@ -66,7 +64,6 @@ class WarmupTests:
         background: bool,
         act_at_once: bool = False,
         filters: bool = True,
-        landing: float = 1.0,
         max_overshoot: float | None = None,
     ) -> None:
         self.detector = detector
@@ -77,7 +74,6 @@ class WarmupTests:
         self.background = background
         self.act_at_once = act_at_once
         self.filters = filters
-        self.landing = landing
         self.max_overshoot = max_overshoot
         self.reset()
 
@@ -156,9 +152,8 @@ class WarmupTests:
         # at the LR of the last step run.
         last = ramp(float(outcome.now - 1), xp=schedules.SCALAR)
         self.minimum_lr = float(np.mean(np.minimum(lrs, last)))
-        landing = self.landing * self.minimum_lr
         if self._consecutive >= self.patience:
-            return Switch("minimum", landing, effective)
+            return Switch("minimum", self.minimum_lr, effective)
         if outcome.exploded:
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
@@ -166,7 +161,9 @@ class WarmupTests:
             # at half the LR of the last step run: when the loss was still
             # falling right up to the cliff, the smoothed minimum sits at
             # its edge and is no safe LR.
-            return Switch("explosion", min(landing, 0.5 * last), effective)
+            return Switch(
+                "explosion", min(self.minimum_lr, 0.5 * last), effective
+            )
         past = last / self.minimum_lr
         hard = self.max_overshoot is not None and past > self.max_overshoot
         if hard or (outcome.rise > 0.0 and past > MAX_OVERSHOOT):
@@ -175,10 +172,10 @@ class WarmupTests:
             # and noisily the loss rises, more warmup only goes further
             # past the LR it was best at (`benchmarks/README.md`: the
             # overshoot of the suite).
-            return Switch("overshoot", landing, effective)
+            return Switch("overshoot", self.minimum_lr, effective)
         # Provisional: if the cap comes first, warmup ends at the LR of the
         # smoothed minimum rather than at the overshoot.
-        self.plan.set_peak(landing)
+        self.plan.set_peak(self.minimum_lr)
         return None
 
     def safe_lr(self, record: LossRecord, first_step: int) -> float:

@@ -32,8 +32,7 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"num_tests": 0}, "num_tests"),
         ({"seed": -1}, "seed"),
         ({"smoother": "gpytorch"}, "smoother"),
-        ({"landing": 0.0}, "landing"),
-        ({"landing": 1.5}, "landing"),
+        ({"max_overshoot": 0.5}, "max_overshoot"),
         ({"act_at_once": 1}, "act_at_once"),
     ],
 )
