@@ -67,7 +67,16 @@ def test_example_runs_quick(name, needs, tmp_path):
     assert_png(png)
 
 
-def test_colab_notebook_runs_quick(tmp_path):
+@pytest.mark.parametrize(
+    "backend, engine",
+    [
+        ("tensorflow", "_DefaultDistributionStrategy with 1 replica(s)"),
+        ("jax", "DataParallel over 1 cpu device(s)"),
+    ],
+)
+def test_colab_notebook_runs_quick(backend, engine, tmp_path):
+    """The notebook as written, on each of its engines: TensorFlow's
+    strategy, and JAX's keras.distribution (on the one CPU here)."""
     support.require("papermill")
     support.require("ipykernel")
     support.require("mnist1d")
@@ -81,6 +90,9 @@ def test_colab_notebook_runs_quick(tmp_path):
             "-p",
             "QUICK",
             "True",
+            "-p",
+            "BACKEND",
+            backend,
             "--cwd",
             str(tmp_path),
             "--no-progress-bar",
@@ -93,7 +105,7 @@ def test_colab_notebook_runs_quick(tmp_path):
     ]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = "".join("".join(o.get("text", "")) for o in outputs)
-    assert "with 1 replica(s)" in text
+    assert engine in text
     assert ACCURACY.search(text), text
     assert "AutoLR: warmup ended at step" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
