@@ -71,10 +71,6 @@ class Settings:
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
             Defaults to `"numpy"`.
-        max_overshoot: warmup ends once the LR of the last step run is
-            this many times the LR at the smoothed minimum (at least 1),
-            whether or not the loss has risen. Defaults to `None`: only
-            once it has risen and the ratio is above 3.
 
     Raises:
         ValueError: naming the option and the value received, for a value
@@ -105,7 +101,6 @@ class Settings:
     act_at_once: bool = False
     filters: bool = True
     smoother: str = "numpy"
-    max_overshoot: float | None = None
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -151,9 +146,6 @@ class Settings:
         check.check_bool("act_at_once", self.act_at_once)
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
-        if self.max_overshoot is not None:
-            check.check_float("max_overshoot", self.max_overshoot, 1.0)
-            object.__setattr__(self, "max_overshoot", float(self.max_overshoot))
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (

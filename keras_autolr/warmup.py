@@ -49,9 +49,6 @@ class WarmupTests:
             ran, rather than one test later. Defaults to `False`.
         filters: the package's filters on top of the GP vote
             (`decisions.minimum_test`). Defaults to `True`.
-        max_overshoot: warmup ends once the LR of the last step is this
-            many times the LR at the smoothed minimum, whether or not the
-            loss has risen. Defaults to `None`: only once it has risen.
     """
 
     def __init__(
@@ -64,7 +61,6 @@ class WarmupTests:
         background: bool,
         act_at_once: bool = False,
         filters: bool = True,
-        max_overshoot: float | None = None,
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -74,7 +70,6 @@ class WarmupTests:
         self.background = background
         self.act_at_once = act_at_once
         self.filters = filters
-        self.max_overshoot = max_overshoot
         self.reset()
 
     def reset(self) -> None:
@@ -164,9 +159,7 @@ class WarmupTests:
             return Switch(
                 "explosion", min(self.minimum_lr, 0.5 * last), effective
             )
-        past = last / self.minimum_lr
-        hard = self.max_overshoot is not None and past > self.max_overshoot
-        if hard or (outcome.rise > 0.0 and past > MAX_OVERSHOOT):
+        if outcome.rise > 0.0 and last > MAX_OVERSHOOT * self.minimum_lr:
             # The loss has stopped falling and the smoothed minimum lies
             # behind, at an LR the ramp has since multiplied: however slowly
             # and noisily the loss rises, more warmup only goes further

@@ -32,7 +32,6 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"num_tests": 0}, "num_tests"),
         ({"seed": -1}, "seed"),
         ({"smoother": "gpytorch"}, "smoother"),
-        ({"max_overshoot": 0.5}, "max_overshoot"),
         ({"act_at_once": 1}, "act_at_once"),
     ],
 )
