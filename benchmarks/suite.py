@@ -978,7 +978,8 @@ def _history_section(settings, history):
         "(the tables above report the newest with every option at its "
         "default), and of the candidate defaults run with "
         "`--autolr-options` (the code version, then the options): mean over "
-        "seeds, and the median overshoot in brackets.",
+        "seeds, and the median overshoot in brackets; a cell of fewer seeds "
+        "than the plan's says how many.",
         "",
         "| task | B | method | " + " | ".join(f"`{c}`" for c in codes) + " |",
         "|---|---|---|" + "---|" * len(codes),
@@ -986,23 +987,28 @@ def _history_section(settings, history):
     cells = {
         (h["code"], h["task"], h["batch_size"], h["method"]): h for h in history
     }
+    seeds = len(settings["seeds"])
     for task, info in settings["tasks"].items():
         for b in info["batch_sizes"]:
             for method in AUTOLR:
                 row = []
                 for code in codes:
                     h = cells.get((code, task, b, method))
-                    row.append(
-                        "-"
-                        if h is None
-                        else f"{_show(task, h['mean'])} "
-                        f"({_fmt(h['median_overshoot'], '.2f')})"
-                    )
+                    row.append(_history_cell(task, h, seeds))
                 if any(c != "-" for c in row):
                     parts.append(
                         f"| {task} | {b} | {method} | " + " | ".join(row) + " |"
                     )
     return [*parts, ""]
+
+
+def _history_cell(task, h, seeds):
+    if h is None:
+        return "-"
+    text = f"{_show(task, h['mean'])} ({_fmt(h['median_overshoot'], '.2f')})"
+    if h["seeds"] < seeds:
+        text += f", {h['seeds']} seed"
+    return text
 
 
 def _cell(task, stats):

