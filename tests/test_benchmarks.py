@@ -82,6 +82,7 @@ def test_overhead_quick(tmp_path):
     env = result["environment"]
     assert ENVIRONMENT_KEYS | {"tensorflow", "keras"} <= set(env)
     assert result["settings"]["pairs"] == 2
+    assert result["settings"]["model"] == "small"
     assert all(s > 0 for s in result["warmup_seconds"].values())
     rows = result["results"]
     assert [r["steps_per_execution"] for r in rows] == [1, 32]
@@ -93,6 +94,10 @@ def test_overhead_quick(tmp_path):
         assert r["median_baseline_s"] > 0 and r["median_autolr_s"] > 0
         assert r["median_reader_ratio"] > 0 and r["median_ratio_to_reader"] > 0
         assert 0 < r["median_hook_fraction"] < 1
+        assert r["hook_target"] == {1: 0.02, 32: 0.01}[r["steps_per_execution"]]
+        assert r["hook_target_met"] == (
+            r["median_hook_fraction"] <= r["hook_target"]
+        )
         assert 0 <= r["median_test_fraction"] < 1
         for pair in r["pairs"]:
             assert pair["ratio_to_reader"] == pytest.approx(
