@@ -28,6 +28,7 @@ SECTIONS = (
     ("detector_cost", "Cost of one minimum test"),
     ("overhead", "Overhead of AutoLR in `fit`"),
     ("overhead_long", "Overhead of AutoLR in a five times longer `fit`"),
+    ("overhead_large", "Overhead of AutoLR on a model of 50x the parameters"),
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
