@@ -64,7 +64,7 @@ class WorkerFailed(AssertionError):
 
 
 class Job:
-    """Processes started together, each in its own session (so that a
+    """Processes started together, each leading its own process group (so that a
     launcher's children die with it), with their output in log files."""
 
     def __init__(self, commands, env, logdir):
