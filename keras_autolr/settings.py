@@ -67,6 +67,10 @@ class Settings:
             alone on the raw bin means, as the AutoWU reference. Non-finite
             losses, and blow-ups during decay, are handled either way.
             Defaults to `True`.
+        copy_within: during warmup, no weight copy is taken once the LR is
+            this many times the LR at the smoothed loss minimum of the
+            latest test: a low loss that far past it is a noise low, and
+            the weights may already be damaged. Defaults to `2.0`.
         smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
@@ -101,6 +105,7 @@ class Settings:
     act_at_once: bool = False
     filters: bool = True
     smoother: str = "numpy"
+    copy_within: float = 2.0
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -146,6 +151,7 @@ class Settings:
         check.check_bool("act_at_once", self.act_at_once)
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
+        check.check_float("copy_within", self.copy_within, 0.0, low_open=True)
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (
@@ -162,6 +168,7 @@ class Settings:
             ("bin_steps", int),
             ("min_bins", int),
             ("max_bins", int),
+            ("copy_within", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 

@@ -18,10 +18,6 @@ from keras_autolr.state_store import WEIGHT_STEPS
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
 _COPY_EVERY = 4
-# During warmup, no new copy once the LR is this many times the LR at the
-# smoothed loss minimum: a low loss that far past it is a noise low, and
-# the weights may already be damaged.
-_COPY_WITHIN = 2.0
 # The key of a saved state holding the number of warmup tests run when the
 # last copy was taken: copies at tests keep their cadence from it, so a
 # restarted run needs it to take the same copies.
@@ -141,7 +137,7 @@ class WeightKeeper:
             fresh = tests.tests_run - self._tests_at_copy < _COPY_EVERY
             if fresh and (tests.last_probability or 0.0) < 0.5:
                 return
-        if _past_minimum(controller, _COPY_WITHIN):
+        if _past_minimum(controller, controller.copy_within):
             return
         if self.pending.take(controller.steps):
             self._tests_at_copy = tests.tests_run

@@ -33,6 +33,7 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"seed": -1}, "seed"),
         ({"smoother": "gpytorch"}, "smoother"),
         ({"act_at_once": 1}, "act_at_once"),
+        ({"copy_within": 0.0}, "copy_within"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):

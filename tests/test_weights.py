@@ -149,6 +149,7 @@ class _Controller:
     phase = "warmup"
     minimum_lr = None
     steps = 0
+    copy_within = 2.0
 
     def __init__(self):
         self.warmup_tests = _Tests()
