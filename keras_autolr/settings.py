@@ -71,6 +71,11 @@ class Settings:
             this many times the LR at the smoothed loss minimum of the
             latest test: a low loss that far past it is a noise low, and
             the weights may already be damaged. Defaults to `2.0`.
+        landing: warmup that ends with the loss rising gradually (the
+            tests' vote, the overshoot bound or the cap) lands at this
+            fraction of the LR at the smoothed minimum, in (0, 1]; an
+            explosion lands at most at half the LR of the last step run
+            either way. Defaults to `1.0`.
         smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
@@ -106,6 +111,7 @@ class Settings:
     filters: bool = True
     smoother: str = "numpy"
     copy_within: float = 2.0
+    landing: float = 1.0
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -152,6 +158,7 @@ class Settings:
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
         check.check_float("copy_within", self.copy_within, 0.0, low_open=True)
+        check.check_float("landing", self.landing, 0.0, 1.0, True)
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (
@@ -169,6 +176,7 @@ class Settings:
             ("min_bins", int),
             ("max_bins", int),
             ("copy_within", float),
+            ("landing", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 

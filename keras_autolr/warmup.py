@@ -49,6 +49,9 @@ class WarmupTests:
             ran, rather than one test later. Defaults to `False`.
         filters: the package's filters on top of the GP vote
             (`decisions.minimum_test`). Defaults to `True`.
+        landing: warmup that ends with the loss rising gradually (the
+            tests' vote, the overshoot bound or the cap) lands at this
+            fraction of the LR at the smoothed minimum. Defaults to `1.0`.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class WarmupTests:
         background: bool,
         act_at_once: bool = False,
         filters: bool = True,
+        landing: float = 1.0,
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -70,6 +74,7 @@ class WarmupTests:
         self.background = background
         self.act_at_once = act_at_once
         self.filters = filters
+        self.landing = landing
         self.reset()
 
     def reset(self) -> None:
@@ -147,8 +152,9 @@ class WarmupTests:
         # at the LR of the last step run.
         last = ramp(float(outcome.now - 1), xp=schedules.SCALAR)
         self.minimum_lr = float(np.mean(np.minimum(lrs, last)))
+        landing = self.landing * self.minimum_lr
         if self._consecutive >= self.patience:
-            return Switch("minimum", self.minimum_lr, effective)
+            return Switch("minimum", landing, effective)
         if outcome.exploded:
             # The loss climbed back to its starting level (an explosion, or
             # a network that died at chance): waiting for `patience` tests
@@ -165,10 +171,10 @@ class WarmupTests:
             # and noisily the loss rises, more warmup only goes further
             # past the LR it was best at (`benchmarks/README.md`: the
             # overshoot of the suite).
-            return Switch("overshoot", self.minimum_lr, effective)
+            return Switch("overshoot", landing, effective)
         # Provisional: if the cap comes first, warmup ends at the LR of the
         # smoothed minimum rather than at the overshoot.
-        self.plan.set_peak(self.minimum_lr)
+        self.plan.set_peak(landing)
         return None
 
     def safe_lr(self, record: LossRecord, first_step: int) -> float:

@@ -34,6 +34,8 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"smoother": "gpytorch"}, "smoother"),
         ({"act_at_once": 1}, "act_at_once"),
         ({"copy_within": 0.0}, "copy_within"),
+        ({"landing": 0.0}, "landing"),
+        ({"landing": 1.5}, "landing"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):
