@@ -63,26 +63,27 @@ class AutoLR(keras.callbacks.Callback):
             `fit(initial_epoch=k)`), continues from the state after epoch
             `k` with the same decisions. With `restore_weights`, the weight
             copies that a rollback would restore are written there too
-            (up to two copies of the model and optimizer state), so that
+            (up to three copies of the model and optimizer state), so that
             the restarted run rolls back to the same weights. A `fit` from
             epoch 0 is a new run: it deletes the AutoLR files of an earlier
             one there. Defaults to `None`: state kept in memory only.
-        restore_weights: keep a host copy of the weights and optimizer
-            state from when the loss was at its lowest, and put it back
-            when warmup ends (the overshoot past the minimum can damage a
+        restore_weights: keep host copies of the weights and optimizer
+            state from when the loss was at its lowest, and put one back
+            when warmup ends (the newest taken at or below the LR of the
+            smoothed minimum: the overshoot past the minimum can damage a
             network, and rolling back the LR alone does not undo that) and
             when the loss blows up during decay (the decay then restarts at
-            half the LR). Costs one copy of the model and optimizer state
-            in host memory (two while a new copy awaits confirmation by the
-            following losses), and a device-to-host copy at most every few
-            tests during warmup and at the end of each epoch at a new
-            lowest loss. Defaults to `True`.
+            half the LR). Costs up to two copies of the model and
+            optimizer state in host memory (three while a new copy awaits
+            confirmation by the following losses), and a device-to-host
+            copy at most every few tests during warmup and at the end of
+            each epoch at a new lowest loss. Defaults to `True`.
         **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
             `max_bins`, `seed`, `act_at_once`, `filters`, `smoother`
             (`"numpy"`, or `"tfp"` for TensorFlow Probability's GP),
-            `copy_within`, `landing`.
+            `landing`.
             `bin_steps` defaults to the model's `steps_per_execution`; give
             both runs the same `bin_steps` to get identical decisions at
             different `steps_per_execution`.
@@ -377,8 +378,11 @@ class AutoLR(keras.callbacks.Callback):
 
     def _on_switch(self, event):
         if self.restore_weights:
-            # Weights that produced a non-finite loss are not worth keeping.
-            kept = self._weights.restore()
+            # Weights that produced a non-finite loss are not worth keeping;
+            # nor those from past the smoothed minimum, where the LR may
+            # have damaged them.
+            ctl = self.controller
+            kept = self._weights.restore(ctl.minimum_lr, ctl.ramp_lr_at)
             if kept is not None and event["reason"] == "divergence":
                 text = messages.restored_before_divergence(kept, event)
                 warnings.warn(text, RuntimeWarning, stacklevel=3)

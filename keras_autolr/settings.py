@@ -67,10 +67,6 @@ class Settings:
             alone on the raw bin means, as the AutoWU reference. Non-finite
             losses, and blow-ups during decay, are handled either way.
             Defaults to `True`.
-        copy_within: during warmup, no weight copy is taken once the LR is
-            this many times the LR at the smoothed loss minimum of the
-            latest test: a low loss that far past it is a noise low, and
-            the weights may already be damaged. Defaults to `2.0`.
         landing: warmup that ends with the loss rising gradually (the
             tests' vote, the overshoot bound or the cap) lands at this
             fraction of the LR at the smoothed minimum, in (0, 1]; an
@@ -110,7 +106,6 @@ class Settings:
     act_at_once: bool = False
     filters: bool = True
     smoother: str = "numpy"
-    copy_within: float = 2.0
     landing: float = 1.0
 
     def __post_init__(self) -> None:
@@ -157,7 +152,6 @@ class Settings:
         check.check_bool("act_at_once", self.act_at_once)
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
-        check.check_float("copy_within", self.copy_within, 0.0, low_open=True)
         check.check_float("landing", self.landing, 0.0, 1.0, True)
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
@@ -175,7 +169,6 @@ class Settings:
             ("bin_steps", int),
             ("min_bins", int),
             ("max_bins", int),
-            ("copy_within", float),
             ("landing", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))

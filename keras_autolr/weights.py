@@ -18,6 +18,11 @@ from keras_autolr.state_store import WEIGHT_STEPS
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
 _COPY_EVERY = 4
+# During warmup, no new copy once the LR is this many times the LR at the
+# smoothed loss minimum: a low loss that far past it is a noise low, and
+# the weights may already be damaged. Also the spacing, in ramp LR, of
+# the copies kept on the ladder.
+_COPY_WITHIN = 2.0
 # The key of a saved state holding the number of warmup tests run when the
 # last copy was taken: copies at tests keep their cadence from it, so a
 # restarted run needs it to take the same copies.
@@ -101,23 +106,36 @@ class WeightSnapshot:
 
 
 class WeightKeeper:
-    """Keeps a copy of the weights while the loss is at its lowest.
+    """Keeps copies of the weights while the loss is at its lowest.
 
     The loss of a step is measured before its update, so the weights copied
     now are judged only by the losses that follow: a copy is pending until
     the next offer still finds the loss at its lowest, and dropped if not
     (at the edge of a cliff, the last update is often the one that blew
-    up). Only a confirmed copy is restored, or the pending one if there is
-    none. Host memory: up to two copies of the model and optimizer state.
+    up). Confirmed copies are kept on a ladder: the newest, and a step down
+    from it, taken at no more than half its ramp LR where there is one.
+
+    A rollback at the end of warmup puts back the newest copy taken at or
+    below the LR of the smoothed loss minimum: a low loss past it is often
+    a noise low in the overshoot, with weights the high LR has already
+    damaged. Other rollbacks put back the newest confirmed copy, or the
+    pending one if none is. Host memory: up to three copies of the model
+    and optimizer state.
 
     Args:
         model: a compiled Keras model.
     """
 
     def __init__(self, model):
-        self.confirmed = WeightSnapshot(model)
+        self.model = model
+        self.ladder = []  # Confirmed copies, oldest first; at most 2.
         self.pending = WeightSnapshot(model)
         self._tests_at_copy = 0
+
+    @property
+    def confirmed(self):
+        """The newest confirmed copy (not `taken` when there is none)."""
+        return self.ladder[-1] if self.ladder else WeightSnapshot(self.model)
 
     def offer(self, controller, at_test=False):
         """Takes a copy now if the controller's loss is at its lowest.
@@ -130,41 +148,76 @@ class WeightKeeper:
             self.pending.release()
             return
         if self.pending.taken:
-            self.confirmed, self.pending = self.pending, self.confirmed
-            self.pending.release()
+            self._confirm(controller)
         tests = controller.warmup_tests
         if at_test:
             fresh = tests.tests_run - self._tests_at_copy < _COPY_EVERY
             if fresh and (tests.last_probability or 0.0) < 0.5:
                 return
-        if _past_minimum(controller, controller.copy_within):
+        if _past_minimum(controller, _COPY_WITHIN):
             return
         if self.pending.take(controller.steps):
             self._tests_at_copy = tests.tests_run
 
-    def restore(self):
-        """Puts back the confirmed copy (else the pending one); returns the
-        step it was taken at, or `None` if there is none."""
-        for snapshot in (self.confirmed, self.pending):
-            if snapshot.taken:
-                snapshot.restore()
-                return snapshot.step
-        return None
+    def _confirm(self, controller):
+        """Moves the pending copy onto the ladder as its newest copy. During
+        warmup, the ladder also keeps the newest older copy taken at or
+        below the LR of the latest smoothed minimum (else its oldest), for
+        when the newest turns out to lie past the minimum."""
+        new, self.pending = self.pending, WeightSnapshot(self.model)
+        lowest = controller.minimum_lr
+        ramp = controller.ramp_lr_at
+        down = None
+        if (
+            controller.phase == "warmup"
+            and lowest is not None
+            and self.ladder
+            and float(ramp(new.step)) > lowest
+        ):
+            below = [c for c in self.ladder if float(ramp(c.step)) <= lowest]
+            down = below[-1] if below else self.ladder[0]
+        for copy in self.ladder:
+            if copy is not down:
+                copy.release()
+        self.ladder = [new] if down is None else [down, new]
+
+    def restore(self, max_lr=None, ramp_lr_at=None):
+        """Puts back a copy; returns the step it was taken at, or `None` if
+        there is none.
+
+        With `max_lr`, the newest confirmed copy taken at a ramp LR
+        (`ramp_lr_at(step)`) of at most `max_lr`, else the oldest; without,
+        the newest confirmed copy. The pending copy when none is confirmed.
+        """
+        if not self.ladder:
+            if not self.pending.taken:
+                return None
+            self.pending.restore()
+            return self.pending.step
+        chosen = self.ladder[-1]
+        if max_lr is not None:
+            fit = [
+                c for c in self.ladder if float(ramp_lr_at(c.step)) <= max_lr
+            ]
+            chosen = fit[-1] if fit else self.ladder[0]
+        chosen.restore()
+        return chosen.step
 
     @property
     def taken(self):
-        return self.confirmed.taken or self.pending.taken
+        return bool(self.ladder) or self.pending.taken
 
     def save(self, store):
         """Writes the copies to the `StateStore` `store`; returns the
         entries of the state that names them: their steps under
-        `WEIGHT_STEPS`, `[confirmed, pending]` (`None` where there is
-        none), and the test count of the last copy under `COPY_TEST`."""
-        steps = []
-        for snapshot in (self.confirmed, self.pending):
+        `WEIGHT_STEPS` (the ladder's, oldest first, then the pending copy's
+        or `None`), and the test count of the last copy under
+        `COPY_TEST`."""
+        for snapshot in (*self.ladder, self.pending):
             if snapshot.taken:
                 store.save_weights(snapshot.step, snapshot.values)
-            steps.append(snapshot.step if snapshot.taken else None)
+        pending = self.pending.step if self.pending.taken else None
+        steps = [c.step for c in self.ladder] + [pending]
         return {WEIGHT_STEPS: steps, COPY_TEST: self._tests_at_copy}
 
     def load(self, store, epoch):
@@ -173,10 +226,11 @@ class WeightKeeper:
         weights."""
         state = store.load(epoch) or {}
         self._tests_at_copy = int(state.get(COPY_TEST, 0))
-        steps = state.get(WEIGHT_STEPS) or [None, None]
-        pairs = zip((self.confirmed, self.pending), steps, strict=True)
-        for snapshot, step in pairs:
+        steps = state.get(WEIGHT_STEPS) or [None]
+        copies = []
+        for step in steps:
             if step is None:
+                copies.append(None)
                 continue
             values = store.load_weights(step)
             if values is None:
@@ -189,11 +243,17 @@ class WeightKeeper:
                     stacklevel=4,
                 )
                 return
+            snapshot = WeightSnapshot(self.model)
             snapshot.load(step, values)
+            copies.append(snapshot)
+        *ladder, pending = copies
+        self.ladder = [c for c in ladder if c is not None]
+        self.pending = pending or WeightSnapshot(self.model)
 
     def release(self):
-        self.confirmed.release()
-        self.pending.release()
+        for snapshot in (*self.ladder, self.pending):
+            snapshot.release()
+        self.ladder = []
 
 
 def _past_minimum(controller, factor):

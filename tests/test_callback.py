@@ -525,8 +525,8 @@ def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
     kept = [j for j in range(switch) if trace.values[j] == trace.values[switch]]
     assert kept
     restored = kept[-1]
-    # Epochs of 4 steps: copies stop a few steps before the switch, at 2x
-    # the LR of the smoothed minimum (the switch at 3x).
+    # Epochs of 4 steps: the copy restored is the newest at or below the LR
+    # of the smoothed minimum, a few epochs before the switch (at 3x).
     epoch = restored // 4 + 1
     assert restored < 4 * epoch < switch
     backup = tmp_path / "autolr"

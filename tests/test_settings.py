@@ -33,7 +33,6 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"seed": -1}, "seed"),
         ({"smoother": "gpytorch"}, "smoother"),
         ({"act_at_once": 1}, "act_at_once"),
-        ({"copy_within": 0.0}, "copy_within"),
         ({"landing": 0.0}, "landing"),
         ({"landing": 1.5}, "landing"),
     ],

@@ -1,8 +1,11 @@
+import math
+
 import keras
 import numpy as np
 import pytest
 import support
 
+from keras_autolr.controller import AutoLRController
 from keras_autolr.state_store import StateStore
 from keras_autolr.weights import (
     WeightKeeper,
@@ -149,13 +152,18 @@ class _Controller:
     phase = "warmup"
     minimum_lr = None
     steps = 0
-    copy_within = 2.0
 
     def __init__(self):
         self.warmup_tests = _Tests()
 
     def at_lowest_loss(self):
         return True
+
+    def ramp_lr_at(self, step):
+        """A ramp of one decade per 100 steps."""
+        return 1e-3 * 10 ** (step / 100)
+
+    lr_at = ramp_lr_at
 
 
 def test_a_restarted_keeper_takes_copies_at_the_same_tests(tmp_path):
@@ -178,3 +186,100 @@ def test_a_restarted_keeper_takes_copies_at_the_same_tests(tmp_path):
     for k in (keeper, restarted):
         k.offer(ctl, at_test=True)
         assert (k.confirmed.step, k.pending.taken) == (90, False)
+
+
+def _offer_at(keeper, ctl, model, step, minimum_step=None):
+    """Offers a copy at `step` (the first weight set to the step, so that a
+    restored copy tells where it came from), the smoothed minimum of the
+    latest test at the LR of `minimum_step`."""
+    model.weights[0].assign(np.full(model.weights[0].shape, step))
+    ctl.steps = step
+    if minimum_step is not None:
+        ctl.minimum_lr = ctl.ramp_lr_at(minimum_step)
+    keeper.offer(ctl)
+
+
+def _ladder(keeper):
+    return [c.step for c in keeper.ladder]
+
+
+def _keeper_with_ladder():
+    """A keeper whose ladder is [110, 130], pending 135, the smoothed
+    minimum at the LR of step 108."""
+    model = fitted_model()
+    ctl, keeper = _Controller(), WeightKeeper(model)
+    _offer_at(keeper, ctl, model, 100)  # No test yet: no minimum.
+    assert _ladder(keeper) == [] and keeper.pending.step == 100
+    for step, minimum, ladder in [
+        (110, 105, [100]),  # 100 is below the minimum: the only copy kept.
+        (120, 115, [110]),
+        (130, 115, [110, 120]),  # 120 is past it: 110 stays below.
+        (135, 108, [110, 130]),  # The minimum moved back: the oldest stays.
+    ]:
+        _offer_at(keeper, ctl, model, step, minimum)
+        assert _ladder(keeper) == ladder, step
+        assert keeper.pending.step == step
+    return model, ctl, keeper
+
+
+def test_the_ladder_keeps_a_copy_below_the_minimum_during_warmup_only():
+    model, ctl, keeper = _keeper_with_ladder()
+    ctl.phase = "decay"
+    _offer_at(keeper, ctl, model, 140)
+    assert _ladder(keeper) == [135]
+
+
+@pytest.mark.parametrize(
+    "max_lr_step, restored", [(None, 130), (132, 130), (108, 110)]
+)
+def test_a_rollback_takes_the_newest_copy_at_or_below_the_bound(
+    tmp_path, max_lr_step, restored
+):
+    """At most the LR of step `max_lr_step`, else the oldest copy; the
+    newest confirmed one without a bound. The same after the copies are
+    read back from disk."""
+    model, ctl, keeper = _keeper_with_ladder()
+    store = StateStore(tmp_path)
+    store.save(1, keeper.save(store))
+    restarted = WeightKeeper(model)
+    restarted.load(store, 1)
+    assert _ladder(restarted) == [110, 130]
+    assert restarted.pending.step == 135
+    bound = None if max_lr_step is None else ctl.ramp_lr_at(max_lr_step)
+    for k in (keeper, restarted):
+        model.weights[0].assign(np.zeros(model.weights[0].shape))
+        assert k.restore(bound, ctl.ramp_lr_at) == restored
+        np.testing.assert_array_equal(model.weights[0].numpy(), restored)
+
+
+def _switch_copies(seed):
+    """Warmup on a U-shaped loss in log LR (minimum at 0.01) whose noise
+    grows past the minimum, copies offered at tests as the callback does.
+    Returns the ramp LRs of the newest copy and of the copy restored at
+    the switch, over the LR of the smoothed minimum."""
+    ctl = AutoLRController(1000, background=False)
+    keeper = WeightKeeper(fitted_model())
+    rng = np.random.default_rng(seed)
+    while True:
+        x = math.log10(ctl.lr / 1e-2)
+        noise = 0.02 + 0.2 * max(x, 0.0)
+        report = ctl.update(1.0 + 0.5 * x * x + noise * rng.normal())
+        if report.switch is not None:
+            newest = keeper.confirmed.step
+            restored = keeper.restore(ctl.minimum_lr, ctl.ramp_lr_at)
+            return [
+                float(ctl.ramp_lr_at(step)) / ctl.minimum_lr
+                for step in (newest, restored)
+            ]
+        if report.tested:
+            keeper.offer(ctl, at_test=True)
+
+
+def test_the_switch_restores_a_copy_from_near_the_smoothed_minimum():
+    """Noise lows past the minimum get copied (the newest copy lies past
+    the minimum's LR in most runs); the switch puts back a copy taken
+    between half and 1.25x the LR of the smoothed minimum."""
+    runs = [_switch_copies(seed) for seed in range(6)]
+    assert sum(newest > 1.25 for newest, _ in runs) >= 3
+    for _, restored in runs:
+        assert 0.5 <= restored <= 1.25
