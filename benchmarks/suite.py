@@ -436,8 +436,8 @@ def _restore_probe(autolr):
             if restore is None:
                 return
 
-            def recorded():
-                step = restore()
+            def recorded(*args, **kwargs):
+                step = restore(*args, **kwargs)
                 if step is not None:
                     self.restored.append([autolr.controller.steps, step])
                 return step
