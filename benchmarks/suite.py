@@ -728,6 +728,7 @@ def autolr_table(settings, runs, summary):
         best = summary[r["task"]][str(r["batch_size"])].get(grid, {})
         best_peak = best.get("best_peak_lr")
         peak = r.get("autolr_peak_lr")
+        max_lr, lowest = r.get("autolr_max_lr"), r.get("autolr_minimum_lr")
         rows.append(
             {
                 "key": r["key"],
@@ -738,9 +739,13 @@ def autolr_table(settings, runs, summary):
                 "reason": r.get("autolr_reason"),
                 "switch_step": r.get("autolr_switch_step"),
                 "total_steps": r["total_steps"],
-                "max_lr": r.get("autolr_max_lr"),
+                "max_lr": max_lr,
+                "minimum_lr": lowest,
                 "landing_lr": peak,
                 "overshoot": r.get("autolr_overshoot"),
+                "past_minimum": (
+                    None if max_lr is None or not lowest else max_lr / lowest
+                ),
                 "rescues": r.get("autolr_rescues", []),
                 "restored_copy_steps": r.get("autolr_restored_copy_steps"),
                 "grid_best_peak_lr": best_peak,
@@ -750,6 +755,11 @@ def autolr_table(settings, runs, summary):
             }
         )
     return rows
+
+
+def _largest(values):
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def _median(values):
@@ -1090,17 +1100,19 @@ def _overshoot_section(rows):
     out = [
         "## AutoLR runs: switch, overshoot, landing LR",
         "",
-        "max LR: the largest LR up to the first decay step; landing LR: "
-        "the peak LR the "
-        "decay starts from; overshoot = max LR / landing LR. Grid best: "
+        "max LR: the largest LR up to the first decay step; minimum LR: the "
+        "LR at the smoothed loss minimum; past minimum = max LR / minimum "
+        "LR; landing LR: the peak LR the decay starts from; overshoot = "
+        "max LR / landing LR. Grid best: "
         "the grid's best peak LR (same task, batch size and optimizer); "
         "ratio = landing LR / grid best. Restored: `step: copy` for each "
         "restore of a weight copy (at the switch and at each decay "
         "restart): the step it happened and the step the copy was taken.",
         "",
-        "| run | reason | step / total | max LR | landing LR | overshoot "
-        "| restarts (step: LR) | restored | grid best | landing / grid best |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | reason | step / total | max LR | minimum LR | past minimum "
+        "| landing LR | overshoot | restarts (step: LR) | restored "
+        "| grid best | landing / grid best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         rescues = ", ".join(f"{s}: {p:.3g}" for s, _, p in row["rescues"])
@@ -1110,18 +1122,24 @@ def _overshoot_section(rows):
         out.append(
             f"| {row['key']} | {row['reason']} | {row['switch_step']} / "
             f"{row['total_steps']} | {_fmt(row['max_lr'], '.3g')} | "
+            f"{_fmt(row['minimum_lr'], '.3g')} | "
+            f"{_fmt(row['past_minimum'], '.3g')} | "
             f"{_fmt(row['landing_lr'], '.3g')} | "
             f"{_fmt(row['overshoot'], '.3g')} | {rescues or 'none'} | "
             f"{restored or '-'} | {_fmt(row['grid_best_peak_lr'], '.3g')} | "
             f"{_fmt(row['peak_over_grid_best'], '.3g')} |"
         )
     over = _median([r["overshoot"] for r in rows])
+    past = _median([r["past_minimum"] for r in rows])
     ratio = _median([r["peak_over_grid_best"] for r in rows])
     out += [
         "",
         f"Median overshoot (max LR / landing LR) over {len(rows)} AutoLR "
-        f"runs: {_fmt(over, '.3g')}. Median landing LR / grid-best peak: "
-        f"{_fmt(ratio, '.3g')}.",
+        f"runs: {_fmt(over, '.3g')}; largest "
+        f"{_fmt(_largest([r['overshoot'] for r in rows]), '.3g')}. Median "
+        f"max LR / minimum LR: {_fmt(past, '.3g')}; largest "
+        f"{_fmt(_largest([r['past_minimum'] for r in rows]), '.3g')}. "
+        f"Median landing LR / grid-best peak: {_fmt(ratio, '.3g')}.",
     ]
     return out
 
@@ -1289,6 +1307,7 @@ def main(argv=None):
         "summary": summary,
         "autolr_runs": rows,
         "median_overshoot": _median([r["overshoot"] for r in rows]),
+        "median_past_minimum": _median([r["past_minimum"] for r in rows]),
         "median_peak_over_grid_best": _median(
             [r["peak_over_grid_best"] for r in rows]
         ),

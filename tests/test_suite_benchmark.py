@@ -104,12 +104,16 @@ def test_autolr_runs_report_the_overshoot(quick):
         assert row["max_lr"] == pytest.approx(
             row["overshoot"] * row["landing_lr"]
         )
+        assert row["max_lr"] == pytest.approx(
+            row["past_minimum"] * row["minimum_lr"]
+        )
         assert row["grid_best_peak_lr"] in (1e-3, 1e-2)
         assert row["peak_over_grid_best"] == pytest.approx(
             row["landing_lr"] / row["grid_best_peak_lr"]
         )
         assert isinstance(row["restored_copy_steps"], list)
     assert report["median_overshoot"] >= 1.0
+    assert report["median_past_minimum"] > 0
     assert len(report["verdicts"]) == 4
 
 
@@ -119,6 +123,7 @@ def test_markdown_and_plot(quick):
     for method in METHODS:
         assert f"| {method} |" in text
     assert "Median overshoot (max LR / landing LR)" in text
+    assert "Median max LR / minimum LR" in text
     assert "within 1 point of grid_adamp" in text
     assert "within 3 % of grid_lamb" in text
     assert report["command"] in text
