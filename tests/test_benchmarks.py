@@ -4,6 +4,7 @@ performance targets are met (that depends on the machine and its load).
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -139,6 +140,37 @@ def test_switch_ceiling_quick(tmp_path):
         )
         assert cell["peak_lr"] <= reached
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs)
+
+
+@pytest.mark.slow
+def test_replay_quick(tmp_path):
+    # No progress file: the synthetic stand-in, cells 1, 5 and 6 trained.
+    missing = tmp_path / "none.progress.jsonl"
+    args = ["--quick", "--tasks", "lm", "--workers", "1"]
+    args += ["--out", str(tmp_path), "--progress", str(missing)]
+    proc = run_script("replay.py", *args)
+    assert "synthetic stand-in" in proc.stdout
+    result = load(tmp_path, "replay")
+    assert ENVIRONMENT_KEYS <= set(result["meta"])
+    [table] = result["tables"]
+    assert table["record"]["synthetic"] and table["grid_best"]["synthetic"]
+    cells = table["cells"]
+    names = ["as run", "ramp to grid best", "grid best"]
+    assert [c["name"] for c in cells] == names
+    assert all(math.isfinite(c["metric"]) for c in cells)
+    as_run = cells[0]
+    assert 0 < as_run["copy_step"] < as_run["switch_step"]
+    assert as_run["lost_steps"] == as_run["switch_step"] - as_run["copy_step"]
+    ramp = cells[1]
+    assert ramp["lost_steps"] == 0 and ramp["landing_lr"] == 3e-3
+    assert ramp["ramp_lr_at_copy"] >= 3e-3
+    assert table["reference"]["metric"] is None  # Not trained.
+    rows = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in (tmp_path / "replay.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| cell |")
+    ]
+    assert rows == ["AutoLR run", *names]
 
 
 def test_summarize_copies_suite_summary_and_all_results(tmp_path):

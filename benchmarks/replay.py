@@ -1,0 +1,364 @@
+"""Benchmark: AutoLR's trajectory on a suite task, replayed as fixed
+schedules.
+
+AutoLR ramps the LR geometrically; at its switch step s it puts back the
+weights (and optimizer state) copied at an earlier step c and decays by
+cosine from the landing LR L to 0 at the end of the budget T: the weights
+that decay have seen the ramp up to step c only, and s - c steps are lost.
+A replay of (c, s, L) is a fixed schedule: AutoLR's ramp up to step c, a
+cosine from L to 0 over the next T - s steps, then LR 0 for the last s - c
+steps (the same budget; the batches after c come in another order, and
+BatchNorm statistics still move at LR 0).
+
+Per task, batch size, optimizer and seed, from the newest AutoLR record
+with default options in the suite's progress file and the grid's best cell
+on seed 0 (peak p*, as `suite.best_cell` chooses it), the cells:
+1. `as run`: c, s and L of the record (c = s where nothing was restored);
+2. `land at half`: the same c and s, L = minimum_lr / 2;
+3. `copy at minimum`: c = the ramp step of the record's minimum_lr
+   (rounded down), the same s, L = minimum_lr;
+4. `copy at minimum, land at half`: c as in 3, L = minimum_lr / 2;
+5. `ramp to grid best`: c = s = the first ramp step at or above p*, L = p*;
+6. `grid best`: the grid's own schedule (linear warmup, cosine to 0);
+and the record's own metric as a reference row (`AutoLR run`).
+
+    python benchmarks/replay.py                       # lm, 12 runs, ~10 min
+    python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
+
+`--quick`: the quick budgets, cells 1, 5 and 6; where no record matches, a
+synthetic stand-in, marked as such (s = 0.3 T, c = s - 2, minimum_lr = L =
+the ramp's LR at 0.27 T; grid best 3e-3, warmup 0.2). Writes `replay.json`
+and `replay.md` to `--out`.
+"""
+
+import argparse
+import json
+import math
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import quality  # noqa: E402
+import suite  # noqa: E402  (its records, fingerprints and grid choice)
+from provenance import environment  # noqa: E402
+from tasks import TASKS  # noqa: E402
+
+PROGRESS = HERE / "results" / "suite.progress.jsonl"  # The suite's records.
+FULL = {"cells": [1, 2, 3, 4, 5, 6]}
+QUICK = {"cells": [1, 5, 6]}
+NAMES = {
+    1: "as run",
+    2: "land at half",
+    3: "copy at minimum",
+    4: "copy at minimum, land at half",
+    5: "ramp to grid best",
+    6: "grid best",
+}
+STEPS = ("copy_step", "switch_step", "lost_steps")
+LRS = ("ramp_lr_at_copy", "landing_lr", "landing_over_minimum")
+# AutoLR's defaults, which set its ramp.
+MIN_LR, MAX_LR, MAX_WARMUP_FRACTION = 1e-4, 1.0, 0.4
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Lists are comma-separated.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test, ~1 minute"
+    )
+    parser.add_argument(
+        "--tasks", type=suite._names(TASKS), default=["lm"], help="tasks"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=suite._ints, help="batch sizes; None: the task's"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=["adamp", "lamb"],
+        default="adamp",
+        help="optimizer",
+    )
+    parser.add_argument("--seeds", type=suite._ints, default=[0], help="seeds")
+    parser.add_argument("--workers", type=int, default=2, help="processes")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=HERE / ".cache", help="data cache"
+    )
+    parser.add_argument(
+        "--progress", type=Path, default=PROGRESS, help="the suite's records"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="output folder"
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    return args
+
+
+def ramp_lr(step, total_steps):
+    """AutoLR's exponential ramp at `step`, held at MAX_LR after it."""
+    ramp_steps = int(MAX_WARMUP_FRACTION * total_steps)
+    return MIN_LR * (MAX_LR / MIN_LR) ** (min(step, ramp_steps) / ramp_steps)
+
+
+def ramp_step(lr, total_steps):
+    """The (fractional) step at which AutoLR's ramp reaches `lr`."""
+    ramp_steps = int(MAX_WARMUP_FRACTION * total_steps)
+    return ramp_steps * math.log(lr / MIN_LR) / math.log(MAX_LR / MIN_LR)
+
+
+def replay_schedule(copy, switch, landing, total_steps):
+    """AutoLR's formula with its switch at `copy` and its budget cut by
+    switch - copy steps: the ramp of the full budget before `copy`, a
+    cosine from `landing` over total_steps - switch steps, then LR 0."""
+    import keras
+
+    from keras_autolr import schedules
+
+    class Replay(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return schedules.autolr(
+                keras.ops.cast(step, "float32"),
+                switch_step=float(copy),
+                peak_lr=landing,
+                warmup="exponential",
+                decay_kind="cosine",
+                min_lr=MIN_LR,
+                max_lr=MAX_LR,
+                ramp_steps=float(int(MAX_WARMUP_FRACTION * total_steps)),
+                total_steps=float(total_steps - (switch - copy)),
+                cooldown_steps=0.0,
+                xp=keras.ops,
+            )
+
+    return Replay()
+
+
+def find_sources(args, task, b):
+    """(grid best, {seed: newest default AutoLR record or None}) of the
+    progress file, among the records of the task's current settings."""
+    ns = argparse.Namespace(quick=args.quick, tasks=[task], seeds=None)
+    settings = suite.resolve_settings(ns)
+    fps = {task: suite.fingerprint(settings, task)}
+    done = suite.load_progress(args.progress, fps)
+    cell = suite.best_cell(settings, task, "grid_" + args.optimizer, b, done)
+    best = cell and dict(peak_lr=cell[0], warmup_fraction=cell[1])
+    if best is None and args.quick:
+        best = dict(peak_lr=3e-3, warmup_fraction=0.2, synthetic=True)
+    method = "autolr_" + args.optimizer
+    newest = {}
+    for r in suite.all_records(args.progress, fps):
+        mine = (r["task"], r["method"], r["batch_size"]) == (task, method, b)
+        if mine and not r.get("autolr_options"):
+            newest[r["seed"]] = r  # The file's order: the newest last.
+    return best, {seed: newest.get(seed) for seed in args.seeds}
+
+
+def synthetic(total_steps):
+    """The stand-in of a record in quick mode."""
+    s = round(0.3 * total_steps)
+    lr = ramp_lr(round(0.27 * total_steps), total_steps)
+    record = dict(code="none", synthetic=True, failed_value=None)
+    record.update(autolr_switch_step=s, autolr_restored_copy_at_switch=s - 2)
+    return dict(record, autolr_peak_lr=lr, autolr_minimum_lr=lr)
+
+
+def plan(record, best, total_steps, numbers):
+    """The cells `numbers` of one table: copy step, switch step and
+    landing LR of a replay, or the grid's peak and warmup fraction."""
+    s = record["autolr_switch_step"]
+    c = record.get("autolr_restored_copy_at_switch")
+    c = s if c is None else c
+    minimum = record.get("autolr_minimum_lr")
+    replays = {1: (c, s, record["autolr_peak_lr"])}
+    if minimum is not None:
+        at_minimum = min(math.floor(ramp_step(minimum, total_steps) + 1e-9), s)
+        replays[2] = (c, s, minimum / 2)
+        replays[3] = (at_minimum, s, minimum)
+        replays[4] = (at_minimum, s, minimum / 2)
+    if best is not None:
+        top = math.ceil(ramp_step(best["peak_lr"], total_steps) - 1e-9)
+        replays[5] = (top, top, best["peak_lr"])
+    cells = []
+    for n in numbers:
+        if n in replays:
+            copy, switch, landing = replays[n]
+            cell = dict(copy_step=copy, switch_step=switch)
+            cell.update(lost_steps=switch - copy, landing_lr=landing)
+            cell["ramp_lr_at_copy"] = ramp_lr(copy, total_steps)
+        elif n == 6 and best is not None:
+            cell = dict(landing_lr=best["peak_lr"])
+            cell["warmup_fraction"] = best["warmup_fraction"]
+        else:
+            continue
+        ratio = None if minimum is None else cell["landing_lr"] / minimum
+        cells.append(dict(cell, name=NAMES[n], landing_over_minimum=ratio))
+    return cells
+
+
+_DATA = {}
+
+
+def train(job):
+    """One run of a fixed schedule, trained as `suite.train_one` trains."""
+    import keras
+
+    cache_dir, quick, name, batch_size, optimizer, seed, cell = job
+    task = TASKS[name]
+    if name not in _DATA:
+        _DATA[name] = task.load(cache_dir, quick)
+    data, epochs = _DATA[name], task.budget(quick).epochs
+    total_steps = epochs * math.ceil(len(data["x"]) / batch_size)
+    if "warmup_fraction" in cell:
+        peak, warmup = cell["landing_lr"], cell["warmup_fraction"]
+        schedule = quality.warmup_cosine(peak, warmup, total_steps)
+    else:
+        args = (cell["copy_step"], cell["switch_step"], cell["landing_lr"])
+        schedule = replay_schedule(*args, total_steps)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = task.build(data)
+    model.compile(
+        optimizer=quality.make_optimizer(optimizer, schedule),
+        loss=task.loss(),
+        metrics=["accuracy"] if task.kind == "classification" else None,
+    )
+    start = time.perf_counter()
+    fit = dict(batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    history = model.fit(data["x"], data["y"], **fit)
+    metrics = task.evaluate(model, data)
+    value = metrics[task.metric]
+    return dict(
+        cell,
+        metric=task.failed_value(data) if value is None else value,
+        metrics=metrics,
+        final_train_loss=quality._finite(history.history["loss"][-1]),
+        wall_time_s=round(time.perf_counter() - start, 2),
+    )
+
+
+def tables_and_jobs(args, cells):
+    """One table per task, batch size and seed, and the runs it needs."""
+    tables, jobs = [], []
+    for name in args.tasks:
+        task = TASKS[name]
+        budget = task.budget(args.quick)
+        _DATA[name] = data = task.load(args.cache_dir, args.quick)
+        for b in args.batch_sizes or budget.batch_sizes:
+            total = budget.epochs * math.ceil(len(data["x"]) / b)
+            best, records = find_sources(args, name, b)
+            for seed, record in records.items():
+                if record is None and args.quick:
+                    record = synthetic(total)
+                if record is None or record["autolr_switch_step"] is None:
+                    print(
+                        f"No AutoLR switch recorded: {name} B={b} seed {seed}"
+                    )
+                    continue
+                reference = plan(record, None, total, [1])[0]
+                reference.update(name="AutoLR run")
+                reference["metric"] = suite.metric_value(record, task.metric)
+                table = dict(task=name, batch_size=b, seed=seed)
+                table.update(optimizer=args.optimizer, total_steps=total)
+                keys = ("code", "key", "autolr_reason")
+                table["record"] = {k: record.get(k) for k in keys}
+                table["record"]["synthetic"] = bool(record.get("synthetic"))
+                table.update(grid_best=best, reference=reference)
+                table["cells"] = plan(record, best, total, cells)
+                tables.append(table)
+                job = (args.cache_dir, args.quick, name, b, args.optimizer)
+                jobs += [(*job, seed, cell) for cell in table["cells"]]
+    return tables, jobs
+
+
+def write(out, meta, tables):
+    """Writes replay.json and replay.md to `out`; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = dict(meta=meta, tables=tables)
+    (out / "replay.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        "# Replay: AutoLR's trajectory as fixed schedules",
+        "",
+        "c: the step of the weight copy the decay starts from; s: the "
+        "switch step; lost: s - c, the steps at LR 0 at the end; ramp LR "
+        "at c: AutoLR's ramp there; L: the LR the cosine starts from; "
+        "minimum: the record's LR at the smoothed loss minimum. `grid "
+        "best`: the grid's schedule (linear warmup to L, cosine to 0). "
+        "`AutoLR run`: the record's own metric, not trained again.",
+        "",
+    ]
+    for t in tables:
+        task, record, best = t["task"], t["record"], t["grid_best"]
+        source = f"record of code `{record['code']}`"
+        if record["synthetic"]:
+            source = "synthetic stand-in (no record)"
+        grid = "no grid"
+        if best is not None:
+            grid = f"peak {best['peak_lr']:g}, warmup "
+            grid += f"{best['warmup_fraction']:g}"
+            grid += " (stand-in)" if best.get("synthetic") else ""
+        lines += [
+            f"## {task}, B={t['batch_size']}, {t['optimizer']}, seed "
+            f"{t['seed']}: AutoLR {source}",
+            "",
+            f"{t['total_steps']} steps; grid best: {grid}. Metric: "
+            f"{suite._unit(task)}.",
+            "",
+            "| cell | c | s | lost | ramp LR at c | L | L / minimum | metric |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for cell in [t["reference"], *t["cells"]]:
+            row = [cell["name"], *(_f(cell.get(k), "d") for k in STEPS)]
+            row += [_f(cell.get(k), ".3g") for k in LRS]
+            row.append(suite._show(task, cell["metric"]))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines += [
+        f"- Command: `{meta['command']}`",
+        f"- Started {meta['date']}; wall time {meta['wall_time_s']:.0f} s; "
+        f"{meta['workers']} worker(s) x 1 thread; code {meta['code']}; "
+        f"Python {meta['python']}, {meta['nproc']} CPUs.",
+    ]
+    (out / "replay.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def _f(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    settings = dict(QUICK if args.quick else FULL, quick=args.quick)
+    tables, jobs = tables_and_jobs(args, settings["cells"])
+    if not jobs:
+        sys.exit("Nothing to replay: no AutoLR record matches.")
+    env = environment()  # Its date is the start.
+    start = time.perf_counter()
+    print(f"{len(jobs)} runs, {args.workers} worker(s).", flush=True)
+    if args.workers == 1:
+        quality.configure_threads(1)
+        runs = [train(job) for job in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")
+        workers = min(args.workers, len(jobs))
+        with context.Pool(workers, quality.configure_threads, (1,)) as pool:
+            runs = pool.map(train, jobs, chunksize=1)
+    runs = iter(runs)
+    for t in tables:
+        t["cells"] = [next(runs) for _ in t["cells"]]
+    meta = dict(env, settings=settings, workers=args.workers)
+    meta.update(wall_time_s=time.perf_counter() - start)
+    meta["code"] = quality.code_version()
+    print(write(args.out, meta, tables))
+
+
+if __name__ == "__main__":
+    main()
