@@ -83,7 +83,7 @@ class AutoLR(keras.callbacks.Callback):
             `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
             `max_bins`, `seed`, `act_at_once`, `filters`, `smoother`
             (`"numpy"`, or `"tfp"` for TensorFlow Probability's GP),
-            `landing`, `max_overshoot`.
+            `landing`.
             `bin_steps` defaults to the model's `steps_per_execution`; give
             both runs the same `bin_steps` to get identical decisions at
             different `steps_per_execution`.

@@ -66,10 +66,9 @@ class AutoLRController:
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `check_every`, `patience`, `num_tests`, `confidence`,
             `bin_steps`, `min_bins`, `max_bins`, `seed`, `background`,
-            `act_at_once`, `filters`, `smoother`, `landing` and
-            `max_overshoot`. These and `total_steps` are readable as
-            attributes (`ctl.check_every`), as is `ramp_steps`, the warmup
-            cap.
+            `act_at_once`, `filters`, `smoother` and `landing`. These and
+            `total_steps` are readable as attributes (`ctl.check_every`),
+            as is `ramp_steps`, the warmup cap.
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.
@@ -113,7 +112,6 @@ class AutoLRController:
             self.act_at_once,
             self.filters,
             self.landing,
-            self.max_overshoot,
         )
         self.reset()
 

@@ -72,10 +72,6 @@ class Settings:
             fraction of the LR at the smoothed minimum, in (0, 1]; an
             explosion lands at most at half the LR of the last step run
             either way. Defaults to `1.0`.
-        max_overshoot: warmup ends once the LR of the last step run is
-            this many times the LR at the smoothed minimum and the loss has
-            stopped falling, however slowly and noisily it rises; above 1.
-            Defaults to `3.0`.
         smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
@@ -111,7 +107,6 @@ class Settings:
     filters: bool = True
     smoother: str = "numpy"
     landing: float = 1.0
-    max_overshoot: float = 3.0
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -158,9 +153,6 @@ class Settings:
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
         check.check_float("landing", self.landing, 0.0, 1.0, True)
-        check.check_float(
-            "max_overshoot", self.max_overshoot, 1.0, low_open=True
-        )
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (
@@ -178,7 +170,6 @@ class Settings:
             ("min_bins", int),
             ("max_bins", int),
             ("landing", float),
-            ("max_overshoot", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 

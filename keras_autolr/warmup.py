@@ -21,6 +21,10 @@ from keras_autolr.detector import MinimumDetector
 from keras_autolr.loss_record import LossRecord
 from keras_autolr.plan import Plan
 
+# Warmup ends once the LR of the last step run is this many times the LR
+# at the smoothed loss minimum, and the loss has stopped falling.
+MAX_OVERSHOOT = 3.0
+
 
 class Switch(NamedTuple):
     """A decision to end warmup at `step`, decaying from `peak_lr`."""
@@ -48,9 +52,6 @@ class WarmupTests:
         landing: warmup that ends with the loss rising gradually (the
             tests' vote, the overshoot bound or the cap) lands at this
             fraction of the LR at the smoothed minimum. Defaults to `1.0`.
-        max_overshoot: warmup ends once the LR of the last step run is
-            this many times the LR at the smoothed minimum and the loss has
-            stopped falling. Defaults to `3.0`.
     """
 
     def __init__(
@@ -64,7 +65,6 @@ class WarmupTests:
         act_at_once: bool = False,
         filters: bool = True,
         landing: float = 1.0,
-        max_overshoot: float = 3.0,
     ) -> None:
         self.detector = detector
         self.plan = plan
@@ -75,7 +75,6 @@ class WarmupTests:
         self.act_at_once = act_at_once
         self.filters = filters
         self.landing = landing
-        self.max_overshoot = max_overshoot
         self.reset()
 
     def reset(self) -> None:
@@ -166,7 +165,7 @@ class WarmupTests:
             return Switch(
                 "explosion", min(self.minimum_lr, 0.5 * last), effective
             )
-        if outcome.rise > 0.0 and last > self.max_overshoot * self.minimum_lr:
+        if outcome.rise > 0.0 and last > MAX_OVERSHOOT * self.minimum_lr:
             # The loss has stopped falling and the smoothed minimum lies
             # behind, at an LR the ramp has since multiplied: however slowly
             # and noisily the loss rises, more warmup only goes further

@@ -35,7 +35,6 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"act_at_once": 1}, "act_at_once"),
         ({"landing": 0.0}, "landing"),
         ({"landing": 1.5}, "landing"),
-        ({"max_overshoot": 1.0}, "max_overshoot"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):
