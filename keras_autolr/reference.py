@@ -33,9 +33,10 @@ Each option against the paper and its public code (kakaobrain/autowu,
   at 1e-3) and also fits the constant mean; here the maximum is
   found exactly (`smoother="numpy"`) or by L-BFGS-B on TFP's
   likelihood (`smoother="tfp"`), and the mean is the data mean.
-- roll-back: at the switch the LR falls to the mean, over the 5
-  posteriors, of the LR in use at each posterior-mean minimum
-  (geometric interpolation along the ramp), as the reference.
+- roll-back `landing=1.0`: at the switch the LR falls to the mean,
+  over the 5 posteriors, of the LR in use at each posterior-mean
+  minimum (geometric interpolation along the ramp), as the
+  reference.
 - decay `decay="constant_cosine"`, `cooldown_fraction=0.2`: the
   LR stays at that value, then follows a cosine to 0 over the last
   20 % of the steps (the reference's `immediate_cooldown=False`,
@@ -71,4 +72,5 @@ OPTIONS: dict[str, Any] = {
     "min_bins": 3,
     "act_at_once": True,
     "filters": False,
+    "landing": 1.0,
 }

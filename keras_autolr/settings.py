@@ -69,9 +69,11 @@ class Settings:
             Defaults to `True`.
         landing: warmup that ends with the loss rising gradually (the
             tests' vote, the overshoot bound or the cap) lands at this
-            fraction of the LR at the smoothed minimum, in (0, 1]; an
-            explosion lands at most at half the LR of the last step run
-            either way. Defaults to `1.0`.
+            fraction of the LR at the smoothed minimum, in (0, 1]: along a
+            fast ramp the loss reaches its minimum past the LR the model
+            sustains. An explosion lands at the smoothed minimum's LR, and
+            at most at half the LR of the last step run. Defaults to `0.5`
+            (the AutoWU reference: `1.0`).
         smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
@@ -106,7 +108,7 @@ class Settings:
     act_at_once: bool = False
     filters: bool = True
     smoother: str = "numpy"
-    landing: float = 1.0
+    landing: float = 0.5
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)

@@ -51,7 +51,7 @@ class WarmupTests:
             (`decisions.minimum_test`). Defaults to `True`.
         landing: warmup that ends with the loss rising gradually (the
             tests' vote, the overshoot bound or the cap) lands at this
-            fraction of the LR at the smoothed minimum. Defaults to `1.0`.
+            fraction of the LR at the smoothed minimum. Defaults to `0.5`.
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class WarmupTests:
         background: bool,
         act_at_once: bool = False,
         filters: bool = True,
-        landing: float = 1.0,
+        landing: float = 0.5,
     ) -> None:
         self.detector = detector
         self.plan = plan
