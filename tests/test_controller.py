@@ -60,7 +60,9 @@ def test_full_trajectory_on_a_synthetic_loss():
         "peak_lr": ctl.peak_lr,
         "minimum_lr": ctl.minimum_lr,
     }
-    assert ctl.peak_lr == pytest.approx(1e-2, rel=0.5)
+    # The smoothed minimum is the loss's; warmup lands at half its LR.
+    assert ctl.minimum_lr == pytest.approx(1e-2, rel=0.5)
+    assert ctl.peak_lr == 0.5 * ctl.minimum_lr
     assert used[s] == pytest.approx(ctl.peak_lr)
     steps = np.arange(600, dtype=np.float64)
     ramp = schedules.exponential_ramp(
@@ -82,9 +84,11 @@ def test_switch_is_forced_at_the_cap():
     (event,) = ctl.events
     assert event["reason"] == "cap"
     assert event["step"] == ctl.switch_step == ctl.ramp_steps == 100
-    # Warmup ends at the smoothed minimum so far: at or near the cap LR.
+    # Warmup ends at half the smoothed minimum's LR so far: the minimum at
+    # or near the cap LR.
     assert used[99] == pytest.approx(1e-4 * 1e4 ** (99 / 100))
-    assert 0.5 <= ctl.peak_lr <= 1.0
+    assert 0.5 <= ctl.minimum_lr <= 1.0
+    assert ctl.peak_lr == 0.5 * ctl.minimum_lr
     assert used[100] == pytest.approx(ctl.peak_lr)
     assert used[-1] > 0.0
     assert ctl.lr_at(400) == 0.0
@@ -368,7 +372,8 @@ def test_a_slow_rise_far_below_the_cliff_ends_warmup_at_its_minimum():
     """The loss rises slowly and noisily past its minimum, too slowly for
     the GP's vote (patience 50 here): the overshoot bound ends warmup
     once the LR is 3x the smoothed minimum's, long before the cliff, and
-    lands at the minimum (no halving: it is a real one)."""
+    lands at half the minimum's LR (a gradual rise, not an explosion's
+    landing relative to the last LR)."""
 
     def loss_of_lr(lr):  # Best at 3e-3, a slow rise, a cliff at 0.1.
         if lr >= 0.1:
@@ -381,14 +386,15 @@ def test_a_slow_rise_far_below_the_cliff_ends_warmup_at_its_minimum():
     drive(ctl, loss_of_lr, 500, noise=0.01)
     (event,) = ctl.events
     assert event["reason"] == "overshoot"
-    assert ctl.peak_lr == event["minimum_lr"]
+    lowest = event["minimum_lr"]
+    assert ctl.peak_lr == 0.5 * lowest
     # Past 3x by at most the growth between two tests (the ratio crosses 3
     # between them) and over the one test an answer waits for.
     growth = float(ctl.lr_at(ctl.check_every) / ctl.lr_at(0))
-    assert 3.0 < event["lr_before"] / ctl.peak_lr <= 3.0 * growth**2
+    assert 3.0 < event["lr_before"] / lowest <= 3.0 * growth**2
     assert event["lr_before"] < 0.1 / 3  # Far below the cliff.
-    # The true minimum is at 3e-3: landed within 1.5x of it.
-    assert 3e-3 / 1.5 < ctl.peak_lr < 3e-3 * 1.5
+    # The true minimum is at 3e-3: found within 1.5x of it.
+    assert 3e-3 / 1.5 < lowest < 3e-3 * 1.5
 
 
 def test_no_gp_runs_before_the_loss_has_clearly_fallen():
@@ -403,7 +409,7 @@ def test_no_gp_runs_before_the_loss_has_clearly_fallen():
     assert flat.warmup_tests.tests_run == 160 // 4 - 1  # From 8 bins on.
     assert flat.warmup_tests.detector_runs == 1
     assert event["minimum_lr"] is not None
-    assert event["peak_lr"] == flat.peak_lr == event["minimum_lr"]
+    assert event["peak_lr"] == flat.peak_lr == 0.5 * event["minimum_lr"]
 
     # Flat until LR 1e-3 (step 40), then the U of `u_loss`.
     falling = AutoLRController(total_steps=400, check_every=4)
@@ -627,4 +633,4 @@ def test_a_noisy_fall_after_a_quiet_plateau_is_not_a_minimum(seed):
         lr = ctl.step(_lr_range_loss(lr, rng))
     event = ctl.switch_event
     assert event["reason"] == "minimum"
-    assert 0.05 / 1.5 < event["peak_lr"] < 0.05 * 1.5
+    assert 0.05 / 1.5 < event["minimum_lr"] < 0.05 * 1.5
