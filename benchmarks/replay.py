@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE))
 
 import quality  # noqa: E402
 import suite  # noqa: E402  (its records, fingerprints and grid choice)
+import switch_ceiling  # noqa: E402  (AutoLR's schedule, fixed)
 from provenance import environment  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
@@ -61,7 +62,8 @@ NAMES = {
 STEPS = ("copy_step", "switch_step", "lost_steps")
 LRS = ("ramp_lr_at_copy", "landing_lr", "landing_over_minimum")
 # AutoLR's defaults, which set its ramp.
-MIN_LR, MAX_LR, MAX_WARMUP_FRACTION = 1e-4, 1.0, 0.4
+MIN_LR, MAX_LR = switch_ceiling.MIN_LR, switch_ceiling.MAX_LR
+MAX_WARMUP_FRACTION = switch_ceiling.MAX_WARMUP_FRACTION
 
 
 def parse_args(argv=None):
@@ -118,27 +120,8 @@ def replay_schedule(copy, switch, landing, total_steps):
     """AutoLR's formula with its switch at `copy` and its budget cut by
     switch - copy steps: the ramp of the full budget before `copy`, a
     cosine from `landing` over total_steps - switch steps, then LR 0."""
-    import keras
-
-    from keras_autolr import schedules
-
-    class Replay(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            return schedules.autolr(
-                keras.ops.cast(step, "float32"),
-                switch_step=float(copy),
-                peak_lr=landing,
-                warmup="exponential",
-                decay_kind="cosine",
-                min_lr=MIN_LR,
-                max_lr=MAX_LR,
-                ramp_steps=float(int(MAX_WARMUP_FRACTION * total_steps)),
-                total_steps=float(total_steps - (switch - copy)),
-                cooldown_steps=0.0,
-                xp=keras.ops,
-            )
-
-    return Replay()
+    end = total_steps - (switch - copy)
+    return switch_ceiling.make_schedule(copy, landing, total_steps, end)
 
 
 def find_sources(args, task, b):

@@ -96,8 +96,10 @@ def cells(settings, total_steps):
     return out
 
 
-def make_schedule(switch, peak, total_steps):
-    """AutoLR's own formula (`keras_autolr.schedules.autolr`), fixed."""
+def make_schedule(switch, peak, total_steps, end=None):
+    """AutoLR's own formula (`keras_autolr.schedules.autolr`), fixed: the
+    ramp of a `total_steps` budget, the decay to 0 at step `end` (by
+    default `total_steps`)."""
     import keras
 
     from keras_autolr import schedules
@@ -113,7 +115,7 @@ def make_schedule(switch, peak, total_steps):
                 min_lr=MIN_LR,
                 max_lr=MAX_LR,
                 ramp_steps=float(int(MAX_WARMUP_FRACTION * total_steps)),
-                total_steps=float(total_steps),
+                total_steps=float(total_steps if end is None else end),
                 cooldown_steps=0.0,
                 xp=keras.ops,
             )
