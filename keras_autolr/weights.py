@@ -186,10 +186,8 @@ class WeightKeeper:
         there is none.
 
         With `max_lr`, the newest confirmed copy taken at a ramp LR
-        (`ramp_lr_at(step)`) of at most `max_lr`, else the oldest; the
-        newer copies are dropped (their LR was past `max_lr`), so a later
-        rollback does not put them back. Without, the newest confirmed
-        copy. The pending copy when none is confirmed.
+        (`ramp_lr_at(step)`) of at most `max_lr`, else the oldest; without,
+        the newest confirmed copy. The pending copy when none is confirmed.
         """
         if not self.ladder:
             if not self.pending.taken:
@@ -202,10 +200,6 @@ class WeightKeeper:
                 c for c in self.ladder if float(ramp_lr_at(c.step)) <= max_lr
             ]
             chosen = fit[-1] if fit else self.ladder[0]
-            for newer in self.ladder[self.ladder.index(chosen) + 1 :]:
-                newer.release()
-            self.ladder = self.ladder[: self.ladder.index(chosen) + 1]
-            self.pending.release()
         chosen.restore()
         return chosen.step
 
