@@ -35,8 +35,9 @@ class AutoLR(keras.callbacks.Callback):
 
     The LR starts at `min_lr` and grows every step until a Gaussian process
     fitted to the training loss says the loss has passed its minimum; it
-    then rolls back to the LR at the minimum and decays to 0 at the end of
-    the `epochs` budget. There is no peak LR and no warmup length to tune.
+    then puts back weights from at or below the minimum's LR, lands at half
+    that LR (`landing`) and decays to 0 at the end of the `epochs` budget.
+    There is no peak LR and no warmup length to tune.
 
     The schedule is evaluated in the compiled train step, every optimizer
     step, so it is exact with `steps_per_execution > 1`, under

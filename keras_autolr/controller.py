@@ -47,12 +47,13 @@ class AutoLRController:
     `check_every` steps a test asks whether the loss has passed its
     minimum (`decisions.minimum_test`: a Gaussian process, run once the
     loss has clearly fallen); after `patience` consecutive "yes" the LR
-    rolls back to the LR at the smoothed loss minimum and decays from there
-    to 0 at `total_steps`. A loss back at its starting level ends warmup at
-    the next test, at most at half the LR tested; a non-finite loss at
-    once. If the cap comes first, warmup ends there at the LR of the
-    smoothed minimum so far. During decay, a loss that blows up restarts
-    the decay from half the LR (a rescue).
+    rolls back to `landing` (half) times the LR at the smoothed loss
+    minimum and decays from there to 0 at `total_steps`. A loss back at its
+    starting level ends warmup at the next test, at most at half the LR
+    tested; a non-finite loss at once. If the cap comes first, warmup ends
+    there at `landing` times the LR of the smoothed minimum so far. During
+    decay, a loss that blows up restarts the decay from half the LR (a
+    rescue).
 
     Each test runs on a background thread and acts one test later
     (`WarmupTests`): training does not wait for it, and decisions are the
