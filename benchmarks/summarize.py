@@ -25,6 +25,7 @@ SECTIONS = (
     ("suite", "The suite: four tasks, AutoLR versus tuned grids"),
     ("quality", "Quality: zero-tuning AutoLR versus a tuned grid"),
     ("switch_ceiling", "The best switch decision, in hindsight"),
+    ("replay", "AutoLR's trajectory replayed as fixed schedules"),
     ("detector_cost", "Cost of one minimum test"),
     ("overhead", "Overhead of AutoLR in `fit`"),
     ("overhead_long", "Overhead of AutoLR in a five times longer `fit`"),

@@ -219,6 +219,7 @@ def test_summarize_copies_suite_summary_and_all_results(tmp_path):
         "suite",
         "quality",
         "switch_ceiling",
+        "replay",
         "detector_cost",
         "overhead",
         "overhead_long",
