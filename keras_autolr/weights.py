@@ -20,8 +20,7 @@ from keras_autolr.state_store import WEIGHT_STEPS
 _COPY_EVERY = 4
 # During warmup, no new copy once the LR is this many times the LR at the
 # smoothed loss minimum: a low loss that far past it is a noise low, and
-# the weights may already be damaged. Also the spacing, in ramp LR, of
-# the copies kept on the ladder.
+# the weights may already be damaged.
 _COPY_WITHIN = 2.0
 # The key of a saved state holding the number of warmup tests run when the
 # last copy was taken: copies at tests keep their cadence from it, so a
@@ -112,8 +111,9 @@ class WeightKeeper:
     now are judged only by the losses that follow: a copy is pending until
     the next offer still finds the loss at its lowest, and dropped if not
     (at the edge of a cliff, the last update is often the one that blew
-    up). Confirmed copies are kept on a ladder: the newest, and a step down
-    from it, taken at no more than half its ramp LR where there is one.
+    up). Confirmed copies are kept on a ladder: the newest, and during
+    warmup the newest older one taken at or below the LR of the latest
+    smoothed minimum (else the oldest kept).
 
     A rollback at the end of warmup puts back the newest copy taken at or
     below the LR of the smoothed loss minimum: a low loss past it is often
