@@ -8,6 +8,7 @@ controller and the callback take their options from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from keras_autolr import _validation as check
@@ -36,17 +37,21 @@ class Settings:
             reference). Defaults to `"cosine"`.
         cooldown_fraction: length of the cosine of `"constant_cosine"`, as a
             fraction of `total_steps`, in (0, 1]. Defaults to `0.2`.
-        check_every: steps between two tests, a multiple of `bin_steps`.
-            `None` picks about 100 tests over the warmup cap. Defaults to
-            `None`.
+        check_every: steps between two tests, a multiple of `bin_steps`
+            and of `chunk_steps`. `None` picks about 100 tests over the
+            warmup cap. Defaults to `None`.
         patience: consecutive positive tests needed to end warmup.
             Defaults to `3`.
         num_tests: posteriors that vote in each test. Defaults to `5`.
         confidence: probability above which a posterior votes "past the
             minimum". Defaults to `0.95`.
         bin_steps: losses are averaged over bins of this many steps before
-            a test sees them; a multiple of `steps_per_execution` makes
-            decisions independent of it. Defaults to `1`.
+            a test sees them. Defaults to `1`.
+        chunk_steps: the steps whose losses arrive together (`AutoLR`: the
+            model's `steps_per_execution`): the tests and the warmup cap
+            fall on multiples of it and of `bin_steps`, where the caller
+            can act, so that decisions are the same for every chunk size
+            that divides both `check_every` and the cap. Defaults to `1`.
         min_bins: no test before this many finite bins. Defaults to `8`.
         max_bins: memory bound: at this many bins, neighbours are merged
             pairwise. Defaults to `1024`.
@@ -101,6 +106,7 @@ class Settings:
     num_tests: int = 5
     confidence: float = 0.95
     bin_steps: int = 1
+    chunk_steps: int = 1
     min_bins: int = 8
     max_bins: int = 1024
     seed: int = 0
@@ -128,15 +134,18 @@ class Settings:
             "cooldown_fraction", self.cooldown_fraction, 0, 1, True
         )
         check.check_int("bin_steps", self.bin_steps, 1)
+        check.check_int("chunk_steps", self.chunk_steps, 1)
         check_every = self.check_every
+        unit = self.step_unit
         if check_every is None:
             ramp = max(1, int(self.max_warmup_fraction * self.total_steps))
-            check_every = self.bin_steps * max(
-                1, round(ramp / 100 / self.bin_steps)
-            )
+            check_every = unit * max(1, round(ramp / 100 / unit))
         check.check_int("check_every", check_every, 1)
         check.check_multiple(
             "check_every", check_every, "bin_steps", self.bin_steps
+        )
+        check.check_multiple(
+            "check_every", check_every, "chunk_steps", self.chunk_steps
         )
         check.check_int("patience", self.patience, 1)
         # Checked again by the detector, which is public on its own.
@@ -169,6 +178,7 @@ class Settings:
             ("confidence", float),
             ("seed", int),
             ("bin_steps", int),
+            ("chunk_steps", int),
             ("min_bins", int),
             ("max_bins", int),
             ("landing", float),
@@ -176,12 +186,18 @@ class Settings:
             object.__setattr__(self, name, kind(getattr(self, name)))
 
     @property
+    def step_unit(self) -> int:
+        """Where a bin and a chunk both end: the grid of the tests and of
+        the cap."""
+        return math.lcm(self.bin_steps, self.chunk_steps)
+
+    @property
     def ramp_steps(self) -> int:
-        """The warmup cap in steps, on a bin boundary (where a chunk of
-        `steps_per_execution` steps ends), so that the callback sees the
-        switch at the step it happens whatever the chunk size."""
+        """The warmup cap in steps, where a bin and a chunk end, so that the
+        callback sees the switch at the step it happens whatever the chunk
+        size."""
         ramp = int(self.max_warmup_fraction * self.total_steps)
-        aligned = ramp // self.bin_steps * self.bin_steps
+        aligned = ramp // self.step_unit * self.step_unit
         return aligned if aligned else max(1, ramp)
 
     def shape(self) -> schedules.Shape:

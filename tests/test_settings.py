@@ -25,6 +25,8 @@ from keras_autolr.settings import FIELDS, OPTIONS, Settings
         ({"decay": "step"}, "decay"),
         ({"check_every": 0}, "check_every"),
         ({"check_every": 12, "bin_steps": 8}, "multiple of `bin_steps`"),
+        ({"check_every": 12, "chunk_steps": 8}, "multiple of `chunk_steps`"),
+        ({"chunk_steps": 0}, "chunk_steps"),
         ({"patience": 0}, "patience"),
         ({"bin_steps": True}, "bin_steps"),
         ({"max_bins": 33}, "max_bins"),
@@ -74,6 +76,23 @@ def test_check_every_defaults_to_about_100_tests_over_the_cap(
     assert options.shape().ramp_steps == options.ramp_steps
 
 
+@pytest.mark.parametrize(
+    "bin_steps, chunk_steps, check_every, ramp",
+    [
+        (1, 8, 8, 400),  # 100 tests over the cap of 400: every 4 steps.
+        (2, 8, 8, 400),
+        (6, 4, 12, 396),  # Where bins of 6 and chunks of 4 end.
+        (1, 32, 32, 384),
+    ],
+)
+def test_tests_and_the_cap_fall_where_bins_and_chunks_end(
+    bin_steps, chunk_steps, check_every, ramp
+):
+    options = Settings(1000, bin_steps=bin_steps, chunk_steps=chunk_steps)
+    assert options.check_every == check_every
+    assert options.ramp_steps == ramp
+
+
 def test_config_holds_plain_numbers_and_rebuilds_equal_settings():
     options = Settings(
         np.int64(5000),
@@ -101,8 +120,9 @@ def test_controller_reads_its_settings_as_attributes():
 
 
 def test_the_callback_passes_every_controller_option_through():
-    # `check_every` (which also takes "epoch") and `background` are the
-    # callback's to set.
-    passed = set(OPTIONS) - {"check_every", "background"}
+    # `check_every` (which also takes "epoch"), `background` and
+    # `chunk_steps` (the model's steps_per_execution) are the callback's to
+    # set.
+    passed = set(OPTIONS) - {"check_every", "background", "chunk_steps"}
     callback = AutoLR(**{name: getattr(Settings(10), name) for name in passed})
     assert set(callback.controller_options) == passed
