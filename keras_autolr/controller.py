@@ -66,8 +66,9 @@ class AutoLRController:
             `keras_autolr.settings.Settings`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `check_every`, `patience`, `num_tests`, `confidence`,
-            `bin_steps`, `min_bins`, `max_bins`, `seed`, `background`,
-            `act_at_once`, `filters`, `smoother` and `landing`. These and
+            `bin_steps`, `chunk_steps`, `min_bins`, `max_bins`, `seed`,
+            `background`, `act_at_once`, `filters`, `smoother` and
+            `landing`. These and
             `total_steps` are readable as attributes (`ctl.check_every`),
             as is `ramp_steps`, the warmup cap.
 
@@ -319,6 +320,24 @@ class AutoLRController:
         check.check_int("num_steps", num_steps, 1)
         return self._advance(float(loss), num_steps, known=True)
 
+    def update_steps(self, losses: Any) -> Report:
+        """Records the loss of each of the next `len(losses)` steps, then
+        decides once, as `update` does for the mean of a chunk.
+
+        Args:
+            losses: one training loss per step, in order (NaN/inf allowed).
+
+        Returns:
+            A `Report`: the LR of the next step, and what was decided.
+        """
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.ndim != 1 or not losses.size:
+            raise ValueError(
+                "Argument `losses` must be a non-empty 1-D sequence of "
+                f"per-step losses. Received: shape {losses.shape}"
+            )
+        return self._advance(losses, losses.size, known=True)
+
     def skip(self, num_steps: int = 1) -> Report:
         """Advances over `num_steps` steps whose loss is unknown.
 
@@ -328,11 +347,17 @@ class AutoLRController:
         check.check_int("num_steps", num_steps, 1)
         return self._advance(math.nan, num_steps, known=False)
 
-    def _advance(self, loss: float, num_steps: int, known: bool) -> Report:
+    def _advance(self, loss: Any, num_steps: int, known: bool) -> Report:
+        """`loss`: the mean loss of the `num_steps` steps, or an array of
+        one loss per step."""
         was_warmup = self.phase == WARMUP
         first_step = self.steps
         events, tests = len(self._events), self.warmup_tests.tests_run
-        closed = self.record.add(loss, num_steps)
+        if np.ndim(loss):
+            closed = self.record.add_each(loss)
+            loss = float(np.mean(loss))
+        else:
+            closed = self.record.add(loss, num_steps)
         test_due = False
         if closed is not None and closed // self.check_every > self._check_mark:
             self._check_mark = closed // self.check_every

@@ -1,10 +1,10 @@
 """The record of training losses that the tests read: bins of steps.
 
-Losses arrive one step, or one chunk of `steps_per_execution` steps, at a
-time. They are summed into bins of `bin_steps` steps; memory stays bounded
-because at `max_bins` bins neighbours are merged pairwise (bins twice as
-wide). A bin that covers a non-finite loss has a non-finite mean and is
-left out of every test.
+Losses arrive one step at a time, or as the mean of a chunk of steps. They
+are summed into bins of `bin_steps` steps; memory stays bounded because at
+`max_bins` bins neighbours are merged pairwise (bins twice as wide). A bin
+that covers a non-finite loss has a non-finite mean and is left out of
+every test.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ class LossRecord:
             if self.steps == bin_end:
                 self._close_bin()
                 closed = self.steps
+        return closed
+
+    def add_each(self, losses: np.ndarray) -> int | None:
+        """Records one step per loss, in order; returns as `add` does."""
+        closed = None
+        for loss in losses:
+            step = self.add(float(loss), 1)
+            closed = closed if step is None else step
         return closed
 
     def _close_bin(self) -> None:

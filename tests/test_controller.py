@@ -167,6 +167,51 @@ def test_chunked_updates_decide_like_single_steps():
     )
 
 
+def test_per_step_losses_of_a_chunk_decide_like_single_steps():
+    """Bins of one step, tests where chunks of 8 steps end: feeding a chunk
+    at once changes nothing."""
+    rng = np.random.default_rng(4)
+    noise = 0.05 * rng.normal(size=800)
+    options = dict(total_steps=800, chunk_steps=8)
+    single = AutoLRController(**options)
+    chunked = AutoLRController(**options)
+    assert chunked.bin_steps == 1 and chunked.check_every % 8 == 0
+    for start in range(0, 800, 8):
+        lrs = chunked.lr_at(np.arange(start, start + 8))
+        warm = chunked.phase == "warmup"
+        losses = [
+            (u_loss(v) if warm else 1.0) + n
+            for v, n in zip(lrs, noise[start : start + 8], strict=True)
+        ]
+        for loss in losses:
+            single.step(loss)
+        report = chunked.update_steps(losses)
+        assert chunked.steps == single.steps
+        assert report.lr == single.lr
+    assert chunked.switch_event is not None
+    assert chunked.events == single.events
+    np.testing.assert_array_equal(
+        chunked.record.bins()[1], single.record.bins()[1]
+    )
+
+
+def test_a_non_finite_step_inside_a_chunk_ends_warmup():
+    ctl = AutoLRController(total_steps=1000, chunk_steps=4)
+    ctl.update_steps([2.0, 2.0, 2.0, 2.0])
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        ctl.update_steps([2.0, math.inf, 2.0, 2.0])
+    assert ctl.switch_event["reason"] == "divergence"
+    assert ctl.switch_step == 8
+    means = ctl.record.bins()[1]
+    assert means[5] == math.inf and np.all(means[[0, 1, 2, 3, 4, 6, 7]] == 2)
+
+
+@pytest.mark.parametrize("losses", [[], [[1.0, 2.0]]])
+def test_update_steps_needs_a_flat_sequence_of_losses(losses):
+    with pytest.raises(ValueError, match="losses"):
+        AutoLRController(total_steps=100).update_steps(losses)
+
+
 def test_a_chunk_straddling_the_cap_does_not_rewrite_the_past():
     ctl = AutoLRController(total_steps=200, max_warmup_fraction=0.3)
     ctl.update(1.0, num_steps=50)  # Steps 0..49: warmup cap is 60.

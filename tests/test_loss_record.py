@@ -50,3 +50,13 @@ def test_a_non_finite_loss_marks_its_bin_and_survives_json():
     # The open bin (inf) is stored as missing: it stays non-finite.
     clone.add(1.0, 1)
     assert not np.isfinite(clone.bins()[1][2])
+
+
+def test_add_each_records_one_step_per_loss():
+    each, single = LossRecord(3, 16), LossRecord(3, 16)
+    losses = np.linspace(1.0, 2.0, 11)
+    closed = each.add_each(losses)
+    steps = [single.add(float(v), 1) for v in losses]
+    assert closed == 9 == max(s for s in steps if s is not None)
+    assert each.get_state() == single.get_state()
+    assert each.add_each(np.ones(1)) == 12
