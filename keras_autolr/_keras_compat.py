@@ -8,7 +8,9 @@ checkpoint of the optimizer no longer matches its layout
 optimizer, its step counter back at 0). So AutoLR keeps the variable and
 redirects the one method that reads it, `_get_current_learning_rate`,
 which every Keras 3 optimizer calls once per step to get its LR. The
-variable itself is `_learning_rate`. A Keras release that renames either
+variable itself is `_learning_rate`. The per-step loss record replaces the
+model's loss tracker, `_loss_tracker`, which every built-in train step
+updates with the step's loss. A Keras release that renames any of these
 breaks only this module, and the callback tests catch it.
 
 The backends differ in how a callback reaches the state of the train step.
@@ -26,6 +28,9 @@ schedule's own numbers are constants of the compiled step
 import contextlib
 
 import keras
+import numpy as np
+from keras.src.metrics.reduction_metrics import reduce_to_samplewise_values
+from keras.src.utils.tracking import DotNotTrackScope
 
 try:  # Keras's own wording of the base-optimizer arguments.
     from keras.src.optimizers.optimizer import (
@@ -128,3 +133,46 @@ def sync_variables(model):
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
+
+
+def samplewise_values(values, sample_weight, dtype):
+    """`values` and `sample_weight` reduced as `keras.metrics.Mean` reduces
+    them before it sums them."""
+    return reduce_to_samplewise_values(
+        values, sample_weight, reduce_fn=keras.ops.mean, dtype=dtype
+    )
+
+
+def loss_tracker(model):
+    """The `keras.metrics.Mean` that the train step updates with the loss."""
+    return model._loss_tracker
+
+
+def set_loss_tracker(model, tracker):
+    """Makes the train step update `tracker` with the loss (after the
+    train function is rebuilt). It is not tracked as one more metric of
+    the model, as `compile` does not track its own."""
+    with DotNotTrackScope():
+        model._loss_tracker = tracker
+
+
+def uses_builtin_train_step(model):
+    """Whether `model.train_step` is Keras's own for the backend (which
+    updates the loss tracker), not one a subclass defines."""
+    for cls in type(model).__mro__:
+        if "train_step" in vars(cls):
+            return cls.__module__.startswith("keras.src.backend.")
+    return False
+
+
+def metric_values(model, variables):
+    """The values of metric variables of `model` as NumPy arrays, also
+    during `fit` on JAX, where the step carries them as its state: read
+    from that state, which leaves it in place (no sync)."""
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        current = state.get("metrics_variables")
+        if current:
+            index = {id(v): i for i, v in enumerate(model.metrics_variables)}
+            return [np.asarray(current[index[id(v)]]) for v in variables]
+    return [np.asarray(to_numpy(v)) for v in variables]

@@ -1,10 +1,11 @@
 """`AutoLR`: the Keras adapter of the AutoLR controller.
 
-Data path: Keras step -> `on_train_batch_end` (true per-chunk mean loss) ->
-`AutoLRController.update` -> its `Report` -> the `InstalledSchedule`
-(whose values are written only when a decision changes them), and the
-`WeightKeeper`'s copies. The optimizer evaluates the schedule in-graph
-every step.
+Data path: Keras step -> `on_train_batch_end` (the loss of each step run
+since the last call: from the logs, or with `steps_per_execution > 1` as
+the train step recorded them, `StepLosses`) -> `AutoLRController` -> its
+`Report` -> the `InstalledSchedule` (whose values are written only when a
+decision changes them), and the `WeightKeeper`'s copies. The optimizer
+evaluates the schedule in-graph every step.
 """
 
 import math
@@ -12,20 +13,24 @@ import warnings
 
 import keras
 
+from keras_autolr import _keras_compat, messages, reference, settings
 from keras_autolr import _validation as check
-from keras_autolr import messages, reference, settings
 from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import InstalledSchedule
 from keras_autolr.state_store import StateStore
+from keras_autolr.step_losses import StepLosses
 from keras_autolr.weights import WeightKeeper, all_finite, current_weights
 
 # Warn when no test can run before this fraction of the warmup ramp.
 _LATE_TEST = 0.25
 
 # The options passed through to the controller (`check_every` is the
-# callback's own: it also takes "epoch").
+# callback's own: it also takes "epoch"; `chunk_steps` is the model's
+# `steps_per_execution`).
 _CONTROLLER_OPTIONS = tuple(
-    o for o in settings.OPTIONS if o not in ("check_every", "background")
+    o
+    for o in settings.OPTIONS
+    if o not in ("check_every", "background", "chunk_steps")
 )
 
 
@@ -41,7 +46,10 @@ class AutoLR(keras.callbacks.Callback):
 
     The schedule is evaluated in the compiled train step, every optimizer
     step, so it is exact with `steps_per_execution > 1`, under
-    `tf.distribute` strategies and with XLA; the callback feeds losses to
+    `tf.distribute` strategies and with XLA. With `steps_per_execution >
+    1` the train step also records the loss of every step on the device
+    (AutoLR puts its own loss tracker in the model's for the duration of
+    `fit`). The callback reads the losses once per chunk, feeds them to
     the controller and writes the schedule's variables when a decision
     changes them.
 
@@ -53,7 +61,9 @@ class AutoLR(keras.callbacks.Callback):
             size of a dataset of known cardinality).
         verbose: `0` silent, `1` one line when warmup ends. Defaults to `1`.
         monitor: the log entry holding the training loss. Defaults to
-            `"loss"`.
+            `"loss"`, recorded for every step. Any other entry, and the
+            loss of a model whose train step is its own, is read from the
+            logs: one mean per chunk of `steps_per_execution` steps.
         check_every: steps between two tests of the loss minimum, or
             `"epoch"` for once per epoch as the AutoWU reference. Defaults to
             `None`: about 100 tests over the warmup cap.
@@ -85,9 +95,12 @@ class AutoLR(keras.callbacks.Callback):
             `max_bins`, `seed`, `act_at_once`, `filters`, `smoother`
             (`"numpy"`, or `"tfp"` for TensorFlow Probability's GP),
             `landing`.
-            `bin_steps` defaults to the model's `steps_per_execution`; give
-            both runs the same `bin_steps` to get identical decisions at
-            different `steps_per_execution`.
+            Tests and the warmup cap fall where a bin and a chunk of
+            `steps_per_execution` steps end, so runs whose
+            `steps_per_execution` divides `check_every` and the cap make
+            identical decisions. Read from the logs, the loss comes once
+            per chunk: `bin_steps` then defaults to, and must be a multiple
+            of, `steps_per_execution`.
 
     Logs: adds `learning_rate` (the LR of the last step run) and
     `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
@@ -150,6 +163,7 @@ class AutoLR(keras.callbacks.Callback):
         self._schedule = None
         self._store = None
         self._weights = None
+        self._step_losses = None
 
     def get_config(self):
         return {
@@ -199,30 +213,37 @@ class AutoLR(keras.callbacks.Callback):
         options.update(overrides)
         return cls(epochs=epochs, **options)
 
-    def _make_controller(self, epochs, steps_per_epoch, chunk=1, probe=False):
+    def _make_controller(
+        self, epochs, steps_per_epoch, chunk=1, per_step=True, probe=False
+    ):
         """The controller for a budget, with `chunk` = steps_per_execution.
 
-        Bins default to one chunk: Keras reports one loss per chunk, and
-        splitting it into per-step bins would feed the detector repeated
-        values (its noise estimate would collapse).
+        With the losses read from the logs (`per_step=False`), bins default
+        to one chunk: Keras logs one mean per chunk, and splitting it into
+        per-step bins would feed the detector repeated values (its noise
+        estimate would collapse).
         """
         options = dict(self.controller_options)
-        bin_steps = options.setdefault("bin_steps", chunk)
-        if bin_steps % chunk:
+        bin_steps = options.setdefault("bin_steps", 1 if per_step else chunk)
+        if not per_step and bin_steps % chunk:
             raise ValueError(
                 "Argument `bin_steps` must be a multiple of the model's "
-                f"steps_per_execution ({chunk}): Keras reports one loss per "
-                f"chunk of {chunk} steps. Received: bin_steps={bin_steps}"
+                f"steps_per_execution ({chunk}) when the loss is read from "
+                f"the logs (monitor={self.monitor!r}, or a train step of "
+                f"the model's own): they hold one mean per chunk of {chunk} "
+                f"steps. Received: bin_steps={bin_steps}"
             )
         check_every = self.check_every
         if check_every == "epoch":
             check_every = steps_per_epoch
         if check_every is not None:
-            # A check happens at the end of a bin.
-            check_every = -(-check_every // bin_steps) * bin_steps
+            # A check happens where a bin and a chunk end.
+            unit = math.lcm(bin_steps, chunk)
+            check_every = -(-check_every // unit) * unit
         return AutoLRController(
             total_steps=epochs * steps_per_epoch,
             check_every=None if probe else check_every,
+            chunk_steps=chunk,
             **options,
         )
 
@@ -232,7 +253,17 @@ class AutoLR(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         epochs, steps_per_epoch = self._budget()
         chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        controller = self._make_controller(epochs, steps_per_epoch, chunk)
+        # Keras logs the running mean once per chunk: with one step per
+        # chunk it gives every step's loss; with more, the train step
+        # records them (Keras's own step, which updates the loss tracker).
+        record = (
+            chunk > 1
+            and self.monitor == "loss"
+            and _keras_compat.uses_builtin_train_step(self.model)
+        )
+        controller = self._make_controller(
+            epochs, steps_per_epoch, chunk, per_step=chunk == 1 or record
+        )
         self._chunk = chunk
         if (
             self.controller is None
@@ -244,6 +275,8 @@ class AutoLR(keras.callbacks.Callback):
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
         self._weights = WeightKeeper(self.model)
+        # Before the schedule, which rebuilds the train function.
+        self._step_losses = StepLosses(self.model, chunk) if record else None
         self._schedule = InstalledSchedule(self.model, self.controller)
         self._resume_pending = True
 
@@ -259,28 +292,14 @@ class AutoLR(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
-        if self.monitor not in logs:
-            raise ValueError(
-                f"AutoLR needs the training loss in the logs under "
-                f"`{self.monitor}`, but the logs have keys {sorted(logs)}. "
-                "Pass `monitor=` the name of the loss entry."
-            )
-        ctl = self.controller
-        # Keras logs the running mean of the epoch: recover the mean of the
-        # steps run since the last call (one step, or one chunk of
-        # `steps_per_execution` steps).
-        steps = batch + 1
-        total = float(logs[self.monitor]) * steps
-        chunk = steps - self._epoch_steps
-        if math.isfinite(self._epoch_total):
-            report = ctl.update(
-                (total - self._epoch_total) / chunk, num_steps=chunk
-            )
+        # Keras numbers a short last chunk of an epoch as a whole one.
+        steps = min(batch + 1, self._steps_per_epoch)
+        if self._step_losses is not None:
+            losses = self._step_losses.read(self._epoch_steps, steps)
+            report = self.controller.update_steps(losses)
+            self._epoch_steps = steps
         else:
-            # A non-finite loss earlier in the epoch poisoned the running
-            # mean until the epoch ends: these steps' losses are unknown.
-            report = ctl.skip(num_steps=chunk)
-        self._epoch_steps, self._epoch_total = steps, total
+            report = self._update_from_logs(steps, logs)
         self._schedule.update(horizon=self._chunk)
         self._add_logs(logs)
         if report.switch is not None:
@@ -288,7 +307,7 @@ class AutoLR(keras.callbacks.Callback):
         elif report.rescue is not None:
             self._on_rescue(report.rescue)
         elif self.restore_weights and report.tested:
-            self._weights.offer(ctl, at_test=True)
+            self._weights.offer(self.controller, at_test=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -301,6 +320,9 @@ class AutoLR(keras.callbacks.Callback):
             self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):
+        if self._step_losses is not None:
+            self._step_losses.remove()
+            self._step_losses = None
         if self._schedule is not None:
             self._schedule.remove()
             self._schedule = None
@@ -309,12 +331,35 @@ class AutoLR(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------
 
+    def _update_from_logs(self, steps, logs):
+        """Feeds the controller the mean loss of the steps run since the
+        last call (one step, or one chunk), from the epoch's running mean
+        that Keras logs."""
+        if self.monitor not in logs:
+            raise ValueError(
+                f"AutoLR needs the training loss in the logs under "
+                f"`{self.monitor}`, but the logs have keys {sorted(logs)}. "
+                "Pass `monitor=` the name of the loss entry."
+            )
+        total = float(logs[self.monitor]) * steps
+        chunk = steps - self._epoch_steps
+        if math.isfinite(self._epoch_total):
+            report = self.controller.update(
+                (total - self._epoch_total) / chunk, num_steps=chunk
+            )
+        else:
+            # A non-finite loss earlier in the epoch poisoned the running
+            # mean until the epoch ends: these steps' losses are unknown.
+            report = self.controller.skip(num_steps=chunk)
+        self._epoch_steps, self._epoch_total = steps, total
+        return report
+
     def _warn_if_tests_come_late(self):
         ctl = self.controller
         first = ctl.first_test_step
         if (
             ctl.steps
-            or ctl.bin_steps == 1
+            or ctl.settings.step_unit == 1
             or first <= _LATE_TEST * ctl.ramp_steps
         ):
             return

@@ -64,16 +64,16 @@ def restored_after_blow_up(kept: int, event: dict[str, Any]) -> str:
 
 
 def late_first_test(ctl: Any) -> str:
-    """Bins of a whole chunk push the first test up the ramp."""
+    """Large bins or chunks push the first test up the ramp."""
     first = ctl.first_test_step
     return (
-        f"AutoLR sees one loss per bin of {ctl.bin_steps} steps (the model's "
-        f"steps_per_execution), so its first test of the loss minimum can "
-        f"only run at step {first}, {first / ctl.ramp_steps:.0%} of the way "
-        f"up the warmup ramp (LR {ctl.ramp_lr_at(float(first)):.3g} by "
-        "then): it may see the minimum too late. Lower steps_per_execution, "
-        "train for more steps, or pass a smaller `min_bins` (at least 3; "
-        "fewer points make each test less reliable)."
+        f"AutoLR tests the loss minimum where a bin of {ctl.bin_steps} "
+        f"steps and a chunk of {ctl.chunk_steps} (the model's "
+        f"steps_per_execution) end, so its first test can only run at step "
+        f"{first}, {first / ctl.ramp_steps:.0%} of the way up the warmup "
+        f"ramp (LR {ctl.ramp_lr_at(float(first)):.3g} by then): it may see "
+        "the minimum too late. Lower steps_per_execution or `bin_steps`, or "
+        "train for more steps."
     )
 
 

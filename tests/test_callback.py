@@ -116,48 +116,97 @@ def test_applied_lr_equals_the_controller_every_step(decay):
     )
 
 
+class OwnTrainStep(keras.Sequential):
+    """A model whose train step is its own: AutoLR reads its logs."""
+
+    def train_step(self, *args, **kwargs):
+        return super().train_step(*args, **kwargs)
+
+
+def step_index_model(spe, model_class=keras.Sequential):
+    """The loss of batch `i` is exactly `i + 1` (it ignores the prediction);
+    returns the model and its data."""
+    steps, batch = 12, 2
+    y = np.repeat(np.arange(1, steps + 1, dtype="float32"), batch)[:, None]
+    model = model_class([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(
+        optimizer="sgd",
+        loss=lambda t, p: keras.ops.mean(t) + 0.0 * keras.ops.mean(p),
+        steps_per_execution=spe,
+    )
+    return model, np.zeros_like(y), y
+
+
+def fit_step_index(model, x, y, autolr, epochs=2):
+    model.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr],
+    )
+    return autolr.controller.record.bins()
+
+
+@pytest.mark.parametrize(
+    "spe", [1, pytest.param(4, marks=pytest.mark.no_torch)]
+)
+# The sawtooth loss looks like a blow-up to the decay's guard.
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
+def test_the_loss_of_every_step_is_recorded(spe):
+    """The train step records each step's loss, also inside a chunk."""
+    model, x, y = step_index_model(spe)
+    own = model._loss_tracker
+    autolr = AutoLR(verbose=0)  # Bins of one step by default.
+    centers, means, counts = fit_step_index(model, x, y, autolr)
+    np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2))
+    np.testing.assert_array_equal(counts, 1.0)
+    # The model gets its own loss tracker back, and Keras's logs were the
+    # running mean all along.
+    assert model._loss_tracker is own
+    assert model.history.history["loss"] == [6.5, 6.5]
+    assert model.evaluate(x, y, batch_size=2, verbose=0) == 6.5
+
+
 @pytest.mark.no_torch  # steps_per_execution > 1.
 # The sawtooth loss looks like a blow-up to the decay's guard.
 @pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
-def test_per_step_losses_are_recovered_from_the_running_mean():
-    """Keras logs the epoch's running mean; AutoLR recovers each step's."""
-    steps, batch = 12, 2
-    # The loss of batch i is exactly i + 1 (it ignores the prediction).
-    y = np.repeat(np.arange(1, steps + 1, dtype="float32"), batch)[:, None]
-    x = np.zeros_like(y)
-    for spe in (1, 4):
-        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-        model.compile(
-            optimizer="sgd",
-            loss=lambda t, p: keras.ops.mean(t) + 0.0 * keras.ops.mean(p),
-            steps_per_execution=spe,
-        )
-        autolr = AutoLR(verbose=0)  # Bins of one chunk by default.
-        model.fit(
-            x,
-            y,
-            batch_size=batch,
-            epochs=2,
-            shuffle=False,
-            verbose=0,
-            callbacks=[autolr],
-        )
-        centers, means, counts = autolr.controller.record.bins()
-        per_step = np.tile(np.arange(1, steps + 1, dtype=float), 2)
-        expected = per_step.reshape(-1, spe).mean(axis=1)
-        np.testing.assert_allclose(means, expected, rtol=1e-5)
-        np.testing.assert_array_equal(counts, float(spe))
+@pytest.mark.parametrize("spe", [4, 5])
+def test_a_train_step_of_its_own_is_read_from_the_running_mean(spe):
+    """Keras logs the epoch's running mean; AutoLR recovers each chunk's.
+    With 5 steps per chunk, an epoch (12 steps) ends with a short chunk,
+    which Keras numbers as a whole one."""
+    model, x, y = step_index_model(spe, OwnTrainStep)
+    autolr = AutoLR(verbose=0)  # Bins of one chunk by default.
+    centers, means, counts = fit_step_index(model, x, y, autolr)
+    assert autolr.controller.steps == 24
+    # Each step gets the mean of its chunk; bins of `spe` steps.
+    chunk_means = np.concatenate(
+        [
+            np.full(len(c), c.mean())
+            for c in np.split(np.arange(1.0, 13.0), range(spe, 12, spe))
+        ]
+    )
+    per_step = np.tile(chunk_means, 2)[: 24 // spe * spe]
+    expected = per_step.reshape(-1, spe).mean(axis=1)
+    np.testing.assert_allclose(means, expected, rtol=1e-6)
+    np.testing.assert_array_equal(counts, float(spe))
 
 
 @pytest.mark.no_torch  # steps_per_execution > 1.
-def test_bins_smaller_than_a_chunk_are_refused():
-    model, _ = abs_model()
-    model.compile(optimizer="sgd", loss="mse", steps_per_execution=4)
-    x, y = ones(8)
+# One epoch of 12 steps: the first test comes after the ramp.
+@pytest.mark.filterwarnings("ignore:AutoLR tests the loss:RuntimeWarning")
+def test_bins_smaller_than_a_chunk_need_the_loss_of_every_step():
+    model, x, y = step_index_model(4, OwnTrainStep)
     with pytest.raises(ValueError, match="bin_steps.*steps_per_execution"):
-        model.fit(
-            x, y, batch_size=4, verbose=0, callbacks=[AutoLR(bin_steps=2)]
-        )
+        fit_step_index(model, x, y, AutoLR(bin_steps=2), epochs=1)
+    model, x, y = step_index_model(4)
+    centers, means, counts = fit_step_index(
+        model, x, y, AutoLR(bin_steps=2, verbose=0), epochs=1
+    )
+    np.testing.assert_array_equal(means, np.arange(1.5, 12.5, 2.0))
 
 
 # |w - 1| at an LR near 0.5 looks like a blow-up to the decay's guard.
@@ -497,17 +546,17 @@ def test_the_switch_restores_the_optimizer_state_with_the_weights():
 
 @pytest.mark.no_torch  # steps_per_execution > 1.
 def test_a_first_test_late_on_the_ramp_is_warned_about():
-    """Bins of a whole chunk: 8 bins of 8 steps, a ramp of 72 steps."""
+    """Tests where chunks of 64 steps end: a ramp of 128 steps."""
     model, x, y = linear_regression()
-    model.compile(optimizer="sgd", loss="mse", steps_per_execution=8)
-    autolr = AutoLR(verbose=0)
-    with pytest.warns(RuntimeWarning, match="first test .* step 64, 89%"):
-        model.fit(x, y, batch_size=32, epochs=12, verbose=0, callbacks=[autolr])
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=64)
+    autolr = AutoLR(verbose=0, epochs=20)
+    with pytest.warns(RuntimeWarning, match="first test .* step 64, 50%"):
+        model.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[autolr])
     assert autolr.controller.first_test_step == 64
     # Enough steps for the same chunk: no warning (filterwarnings=error).
     autolr = AutoLR(verbose=0, epochs=64)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[autolr])
-    assert autolr.controller.ramp_steps == 408  # 0.4 x 1024, in bins of 8.
+    assert autolr.controller.ramp_steps == 384  # 0.4 x 1024, in chunks.
 
 
 def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):

@@ -21,7 +21,7 @@ from keras_autolr.controller import AutoLRController
 # Short budgets at steps_per_execution=8: the schedule, not the detection,
 # is under test here.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:AutoLR sees one loss per bin:RuntimeWarning"
+    "ignore:AutoLR tests the loss minimum where:RuntimeWarning"
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))

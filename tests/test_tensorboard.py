@@ -23,7 +23,7 @@ from keras_autolr import AutoLR
 # Short budgets at steps_per_execution=4: the logs, not the detection, are
 # under test here.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:AutoLR sees one loss per bin:RuntimeWarning"
+    "ignore:AutoLR tests the loss minimum where:RuntimeWarning"
 )
 
 EPOCHS = 3

@@ -1,0 +1,129 @@
+"""The training loss of every step, recorded inside the compiled step.
+
+Keras logs only the running mean of the epoch's loss, once per chunk of
+`steps_per_execution` steps. Every built-in train step (TensorFlow, JAX,
+PyTorch) updates the model's loss tracker, a `keras.metrics.Mean`, with the
+step's loss. `StepLosses` puts a `StepLossTracker` in its place: a `Mean`
+that also writes each step's loss into a ring of slots, on the device, as
+state of the compiled step. The host reads one loss per step for a whole
+chunk at once. Under `tf.distribute` strategies each replica writes its
+own slots and a read sums them; under `keras.distribution` the loss is
+already the global one.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_autolr import _keras_compat
+
+
+class StepLossTracker(keras.metrics.Mean):
+    """A `keras.metrics.Mean` that also keeps each update in a ring.
+
+    The update of step `k` (counted from the last `reset_state()`, which
+    `fit` calls at the start of every epoch) writes its weighted loss sum
+    and its weight into row `k % capacity` of `steps`.
+
+    Args:
+        capacity: slots in the ring: at least the steps between two reads.
+        name: the metric's name; the loss tracker's is `"loss"`.
+        dtype: the dtype of the sums; defaults to `floatx`.
+    """
+
+    def __init__(self, capacity, name="loss", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.capacity = int(capacity)
+        # Slot `i`: the weighted loss sum and the weight of one update, read
+        # back in one transfer.
+        self.steps = self.add_variable(
+            shape=(self.capacity, 2),
+            initializer="zeros",
+            dtype=self.dtype,
+            name="steps",
+        )
+        self.step_index = self.add_variable(
+            shape=(), initializer="zeros", dtype="int32", name="step_index"
+        )
+
+    def update_state(self, values, sample_weight=None):
+        values, sample_weight = _keras_compat.samplewise_values(
+            values, sample_weight, self.dtype
+        )
+        total = ops.sum(values)
+        if sample_weight is not None:
+            count = ops.sum(sample_weight)
+        elif len(values.shape) >= 1:
+            count = ops.shape(values)[0]
+        else:
+            count = 1
+        count = ops.cast(count, self.dtype)
+        self.total.assign_add(total)
+        self.count.assign_add(count)
+        # `where`, not a one-hot product: a NaN loss must stay in its slot.
+        slot = ops.equal(
+            ops.arange(self.capacity, dtype="int32")[:, None],
+            self.step_index.value % self.capacity,
+        )
+        update = ops.stack([total, count])[None, :]
+        self.steps.assign(ops.where(slot, update, self.steps.value))
+        self.step_index.assign_add(1)
+
+    def reset_state(self):
+        for variable in self.variables:
+            variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "capacity": self.capacity}
+
+
+class StepLosses:
+    """Records the loss of every step of a model's `fit`.
+
+    Creating it replaces the model's loss tracker by a `StepLossTracker`
+    (the train function must then be rebuilt, as `AutoLR` does when it
+    installs its schedule); `remove()` puts the model's own back.
+
+    Args:
+        model: a compiled Keras model whose train step is Keras's own.
+        capacity: the most steps between two reads (the model's
+            `steps_per_execution`).
+    """
+
+    def __init__(self, model, capacity):
+        self.model = model
+        self._own = _keras_compat.loss_tracker(model)
+        with _keras_compat.variable_scope(model):
+            self.tracker = StepLossTracker(capacity)
+        _keras_compat.set_loss_tracker(model, self.tracker)
+
+    def read(self, start, end):
+        """The losses of steps `start` to `end - 1` of the current epoch.
+
+        Raises:
+            RuntimeError: if one of these steps did not update the loss
+                tracker (a train step that does not record its loss there).
+        """
+        tracker = self.tracker
+        if end - start > tracker.capacity:
+            raise ValueError(
+                f"Steps {start} to {end - 1} do not fit in the "
+                f"{tracker.capacity} slots of the per-step loss record."
+            )
+        (steps,) = _keras_compat.metric_values(self.model, [tracker.steps])
+        slots = np.arange(start, end) % tracker.capacity
+        sums, counts = steps[slots].astype(np.float64).T
+        if not np.all(counts > 0):
+            raise RuntimeError(
+                "AutoLR reads the loss of every step from the model's loss "
+                "tracker, which the train step did not update. If the "
+                "model's train step is your own, have it update "
+                "`self._loss_tracker` (as Keras's does), or pass AutoLR "
+                "`monitor=` the name of the loss in its logs."
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / counts
+
+    def remove(self):
+        """Gives the model its own loss tracker back."""
+        _keras_compat.set_loss_tracker(self.model, self._own)
