@@ -47,11 +47,10 @@ far less noisy than a ratio of two wall times on a shared machine.
 AutoLR's worker thread, over the fit time: work that overlaps training,
 and costs wall time only where it competes for a core.
 
-At `steps_per_execution=32` this budget (640 steps) is short for AutoLR:
-one loss per 32-step chunk puts its first test at step 256, 80 % up the
-warmup ramp, and AutoLR warns about it. The run then ends warmup late (the
-loss has blown up); the timing is what this script measures, not the
-schedule's quality.
+At `steps_per_execution=32` the train step records the loss of every
+step and AutoLR reads a chunk's 32 losses at its end: a test at the end of
+every chunk from step 32 on (the ramp is 256 steps). The timing is what
+this script measures, not the schedule's quality.
 
 How to read it: a ratio of 1.03 means fit took 3 % longer with AutoLR.
 Targets: <= 1.03 at `steps_per_execution=1`, <= 1.01 at 32. Timings on a

@@ -7,9 +7,9 @@ hard enough to separate models yet trains on a CPU. The `mnist1d` package
 (`pip install mnist1d`) generates it here from ten templates with
 `make_dataset`: nothing is downloaded. With a batch of 2048 the right peak
 LR is far from the small-batch one; AutoLR finds it during warmup. With
-`steps_per_execution` Keras runs several steps per call and reports one
-mean loss per chunk; AutoLR bins its losses by chunk and still sets the LR
-of every step in the compiled train step.
+`steps_per_execution` Keras runs several steps per call and logs one mean
+loss per chunk; the train step still records the loss of every step for
+AutoLR, and sets the LR of every step.
 """
 
 import argparse
