@@ -36,6 +36,7 @@ class LossRecord:
         self._counts: list[float] = []
         self._open_sum = 0.0
         self._open_count = 0.0
+        self._bins = None
 
     @property
     def num_bins(self) -> int:
@@ -76,6 +77,7 @@ class LossRecord:
         return closed
 
     def _close_bin(self) -> None:
+        self._bins = None
         self._sums.append(self._open_sum)
         self._counts.append(self._open_count)
         self._open_sum = 0.0
@@ -87,12 +89,19 @@ class LossRecord:
             self._width *= 2
 
     def bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The closed bins as `(center_step, mean_loss, num_steps)`."""
-        sums = np.asarray(self._sums, dtype=np.float64)
-        counts = np.asarray(self._counts, dtype=np.float64)
-        centers = (np.arange(sums.size) + 0.5) * self._width
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return centers, sums / counts, counts
+        """The closed bins as `(center_step, mean_loss, num_steps)`:
+        read-only arrays, computed again only once a bin closes (a test
+        point reads them several times)."""
+        if self._bins is None:
+            sums = np.asarray(self._sums, dtype=np.float64)
+            counts = np.asarray(self._counts, dtype=np.float64)
+            centers = (np.arange(sums.size) + 0.5) * self._width
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bins = (centers, sums / counts, counts)
+            for array in bins:
+                array.flags.writeable = False
+            self._bins = bins
+        return self._bins
 
     def get_state(self) -> dict[str, Any]:
         """The record as JSON-compatible values (non-finite as `None`)."""
@@ -113,6 +122,7 @@ class LossRecord:
         self._counts = [float(v) for v in state["bin_counts"]]
         self._open_sum = from_json(state["open_sum"])
         self._open_count = float(state["open_count"])
+        self._bins = None
 
 
 def _pairwise_sum(values: list[float]) -> list[float]:

@@ -60,3 +60,17 @@ def test_add_each_records_one_step_per_loss():
     assert closed == 9 == max(s for s in steps if s is not None)
     assert each.get_state() == single.get_state()
     assert each.add_each(np.ones(1)) == 12
+
+
+def test_bins_are_read_only_and_follow_each_closed_bin():
+    record = LossRecord(bin_steps=2, max_bins=16)
+    record.add(1.0, 2)
+    centers, means, counts = record.bins()
+    with pytest.raises(ValueError, match="read-only"):
+        means[0] = 5.0
+    record.add(3.0, 1)  # The open bin: the closed ones are unchanged.
+    assert record.bins()[1] is means
+    record.add(5.0, 1)
+    np.testing.assert_array_equal(record.bins()[1], [1.0, 4.0])
+    record.set_state(LossRecord(2, 16).get_state())
+    assert record.bins()[1].size == 0
