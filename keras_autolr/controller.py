@@ -68,9 +68,8 @@ class AutoLRController:
             `check_every`, `patience`, `num_tests`, `confidence`,
             `bin_steps`, `chunk_steps`, `min_bins`, `max_bins`, `seed`,
             `background`, `act_at_once`, `filters`, `smoother` and
-            `landing`. These and
-            `total_steps` are readable as attributes (`ctl.check_every`),
-            as is `ramp_steps`, the warmup cap.
+            `landing`. These and `total_steps` are readable as attributes
+            (`ctl.check_every`), as is `ramp_steps`, the warmup cap.
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.

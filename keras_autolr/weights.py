@@ -292,8 +292,8 @@ def read_values(variables):
     transfer each (about 0.06 ms each for a small model on this CPU). With
     the TensorFlow backend the reads are one `IdentityN` op instead, about
     twice as fast for a 3-layer CNN and its Adam state, and with nothing to
-    trace (a `tf.function` took 45 ms to trace at the first copy of each
-    `fit`). Other backends read variable by variable.
+    trace (a `tf.function` would take about 45 ms to trace at the first
+    copy). Other backends read variable by variable.
     """
     if keras.backend.backend() != "tensorflow":
         return [_keras_compat.to_numpy(v) for v in variables]
