@@ -175,10 +175,50 @@ def make_lr_probe():
     return LRProbe()
 
 
+def replica_step_losses(strategy, steps=5, capacity=4, batch=8):
+    """Per-step losses recorded by a `StepLossTracker` under `strategy`:
+    at step `i` replica `r` reports loss `(i + 1) * (r + 1)` for its `batch`
+    samples. Returns the mean loss of the last `capacity` steps as read on
+    the host (the ring holds the last `capacity` steps)."""
+    import tensorflow as tf
+
+    from keras_autolr import _keras_compat
+    from keras_autolr.step_losses import StepLossTracker
+
+    with strategy.scope():
+        tracker = StepLossTracker(capacity)
+
+    @tf.function
+    def update(step):
+        def replica_fn():
+            replica = (
+                tf.distribute.get_replica_context().replica_id_in_sync_group
+            )
+            loss = tf.cast((step + 1) * (replica + 1), "float32")
+            tracker.update_state(loss, sample_weight=batch)
+
+        strategy.run(replica_fn)
+
+    for step in range(steps):
+        update(tf.constant(step))
+    sums, counts = _keras_compat.to_numpy(tracker.steps).T
+    slots = np.arange(steps - capacity, steps) % capacity
+    return {
+        "means": (sums[slots] / counts[slots]).tolist(),
+        "counts": counts[slots].tolist(),
+        "result": float(tracker.result()),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", choices=("none", "mirrored"))
+    parser.add_argument(
+        "--step-losses",
+        action="store_true",
+        help="record per-step losses (`replica_step_losses`), no training",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     import tensorflow as tf
@@ -191,7 +231,10 @@ def main(argv=None):
     if args.strategy == "mirrored":
         devices = [f"/cpu:{i}" for i in range(args.devices)]
         strategy = tf.distribute.MirroredStrategy(devices)
-    result = train(strategy=strategy)
+    if args.step_losses:
+        result = replica_step_losses(strategy or tf.distribute.get_strategy())
+    else:
+        result = train(strategy=strategy)
     with open(args.out, "w") as f:
         json.dump(result, f)
     return 0

@@ -1,12 +1,18 @@
 """StepLossTracker: a `keras.metrics.Mean` that keeps every update."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_autolr.step_losses import StepLosses, StepLossTracker
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_the_mean_and_each_update_match_numpy():
@@ -60,3 +66,22 @@ def test_a_read_that_the_train_step_did_not_write_says_what_to_do():
         losses.read(0, 5)
     losses.remove()
     assert model._loss_tracker is own
+
+
+@pytest.mark.tensorflow_only
+def test_replicas_under_a_mirrored_strategy_are_summed_on_read(tmp_path):
+    """2 logical CPUs: each replica writes its own slots; a read sums them
+    into the mean over the global batch."""
+    out = tmp_path / "steps.json"
+    subprocess.run(
+        [sys.executable, os.path.join(HERE, "support.py"), "--devices", "2"]
+        + ["--strategy", "mirrored", "--step-losses", "--out", str(out)],
+        check=True,
+        timeout=600,
+    )
+    run = json.loads(out.read_text())
+    # Steps 1 to 4 of 0..4 (the ring holds 4): replicas report i+1 and
+    # 2(i+1), 8 samples each.
+    np.testing.assert_allclose(run["means"], [3.0, 4.5, 6.0, 7.5], rtol=1e-6)
+    np.testing.assert_array_equal(run["counts"], 16.0)
+    assert run["result"] == pytest.approx(1.5 * (1 + 2 + 3 + 4 + 5) / 5)
