@@ -4,7 +4,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=N \
     python tests/jax_data_parallel_worker.py OUT
         [--coordinator localhost:PORT --num-processes P --process-id I]
-        [--backup DIR] [--stop-at STEP]
+        [--backup DIR] [--stop-at STEP] [--step-losses]
 
 Run as a subprocess by tests/test_jax_distribution.py (the backend, the
 virtual devices and the distributed runtime must be set up before JAX
@@ -63,6 +63,12 @@ def parse_args(argv):
     parser.add_argument("--backup")
     parser.add_argument("--stop-at", type=int)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument(
+        "--step-losses",
+        action="store_true",
+        help="fit a model whose loss is known at every step, with "
+        "steps_per_execution=4, and write what AutoLR recorded",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +97,40 @@ def build_model(keras):
         loss_weights=[1.0, PROBE_WEIGHT],
     )
     return model
+
+
+def step_losses(args, keras, pid):
+    """The loss of step `i` of each epoch is exactly `i + 1` (the mean of
+    the batch's targets); chunks of 4 steps. Writes the loss record of
+    AutoLR to OUT/result-I.json."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_autolr import AutoLR
+
+    steps, batch = 12, 8
+    y = np.repeat(np.arange(1.0, steps + 1), batch)[:, None]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(
+        optimizer="sgd",
+        loss=lambda t, p: keras.ops.mean(t) + 0.0 * keras.ops.mean(p),
+        steps_per_execution=4,
+    )
+    dataset = tf.data.Dataset.from_tensor_slices((np.zeros_like(y), y))
+    autolr = AutoLR(verbose=0)
+    model.fit(
+        dataset.batch(batch).repeat(),
+        steps_per_epoch=steps,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr],
+    )
+    _, means, counts = autolr.controller.record.bins()
+    result = {"means": means.tolist(), "counts": counts.tolist()}
+    with open(os.path.join(args.out, f"result-{pid}.json"), "w") as f:
+        json.dump(result, f)
+    return 0
 
 
 def main(argv=None):
@@ -124,6 +164,8 @@ def main(argv=None):
     )
     keras.distribution.set_distribution(distribution)
     keras.utils.set_random_seed(0)
+    if args.step_losses:
+        return step_losses(args, keras, pid)
     model = build_model(keras)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -153,9 +153,11 @@ def jax_env(devices):
     )
 
 
-def start_jax(out, processes=1, devices=1, backup=None, stop_at=None):
+def start_jax(
+    out, processes=1, devices=1, backup=None, stop_at=None, step_losses=False
+):
     """Starts a JAX job: `processes` processes of `devices` devices each."""
-    common = []
+    common = ["--step-losses"] if step_losses else []
     if backup is not None:
         common += ["--backup", str(backup)]
     if stop_at is not None:
@@ -278,6 +280,22 @@ def test_data_parallel_on_4_devices_decides_as_on_1(tmp_path, one_device):
     )
     assert_applied_lr_is_the_controllers(four)
     assert_applied_lr_is_the_controllers(one_device)
+
+
+@pytest.mark.parametrize("processes, devices", [(1, 4), (2, 2)])
+def test_every_steps_loss_is_recorded_in_chunks_across_devices(
+    tmp_path, processes, devices
+):
+    """`steps_per_execution=4` under `DataParallel`: AutoLR records the
+    global loss of every step, in every process."""
+    start_jax(tmp_path, processes, devices, step_losses=True).wait()
+    for i in range(processes):
+        with open(os.path.join(tmp_path, f"result-{i}.json")) as f:
+            run = json.load(f)
+        np.testing.assert_array_equal(
+            run["means"], np.tile(np.arange(1.0, 13.0), 2)
+        )
+        np.testing.assert_array_equal(run["counts"], 1.0)
 
 
 def test_two_processes_train_together_and_decide_identically(
