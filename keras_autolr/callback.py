@@ -1,11 +1,12 @@
 """`AutoLR`: the Keras adapter of the AutoLR controller.
 
-Data path: Keras step -> `on_train_batch_end` (the loss of each step run
-since the last call: from the logs, or with `steps_per_execution > 1` as
-the train step recorded them, `StepLosses`) -> `AutoLRController` -> its
-`Report` -> the `InstalledSchedule` (whose values are written only when a
-decision changes them), and the `WeightKeeper`'s copies. The optimizer
-evaluates the schedule in-graph every step.
+Data path: Keras step -> `on_train_batch_end` -> the loss of each step run
+since the last call (`LoggedLosses` from the logs, or with
+`steps_per_execution > 1` as the train step recorded them, `StepLosses`)
+-> `AutoLRController` -> its `Report` -> the `InstalledSchedule` (whose
+values are written only when a decision changes them), and the
+`WeightKeeper`'s copies. The optimizer evaluates the schedule in-graph
+every step.
 """
 
 import math
@@ -18,7 +19,7 @@ from keras_autolr import _validation as check
 from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import InstalledSchedule
 from keras_autolr.state_store import StateStore
-from keras_autolr.step_losses import StepLosses
+from keras_autolr.step_losses import LoggedLosses, StepLosses
 from keras_autolr.weights import WeightKeeper, all_finite, current_weights
 
 # Warn when no test can run before this fraction of the warmup ramp.
@@ -163,7 +164,7 @@ class AutoLR(keras.callbacks.Callback):
         self._schedule = None
         self._store = None
         self._weights = None
-        self._step_losses = None
+        self._losses = None
 
     def get_config(self):
         return {
@@ -276,7 +277,11 @@ class AutoLR(keras.callbacks.Callback):
             self._store = StateStore(self.backup_dir)
         self._weights = WeightKeeper(self.model)
         # Before the schedule, which rebuilds the train function.
-        self._step_losses = StepLosses(self.model, chunk) if record else None
+        self._losses = (
+            StepLosses(self.model, chunk)
+            if record
+            else LoggedLosses(self.monitor)
+        )
         self._schedule = InstalledSchedule(self.model, self.controller)
         self._resume_pending = True
 
@@ -286,20 +291,13 @@ class AutoLR(keras.callbacks.Callback):
             # starts at `initial_epoch`, set by fit or BackupAndRestore).
             self._resume(epoch)
             self._resume_pending = False
-        self._epoch = epoch
-        self._epoch_steps = 0
-        self._epoch_total = 0.0
+        self._losses.start_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
         # Keras numbers a short last chunk of an epoch as a whole one.
         steps = min(batch + 1, self._steps_per_epoch)
-        if self._step_losses is not None:
-            losses = self._step_losses.read(self._epoch_steps, steps)
-            report = self.controller.update_steps(losses)
-            self._epoch_steps = steps
-        else:
-            report = self._update_from_logs(steps, logs)
+        report = self._losses.feed(self.controller, steps, logs)
         self._schedule.update(horizon=self._chunk)
         self._add_logs(logs)
         if report.switch is not None:
@@ -320,9 +318,9 @@ class AutoLR(keras.callbacks.Callback):
             self._store.save(epoch + 1, state)
 
     def on_train_end(self, logs=None):
-        if self._step_losses is not None:
-            self._step_losses.remove()
-            self._step_losses = None
+        if self._losses is not None:
+            self._losses.remove()
+            self._losses = None
         if self._schedule is not None:
             self._schedule.remove()
             self._schedule = None
@@ -330,29 +328,6 @@ class AutoLR(keras.callbacks.Callback):
             self._weights.release()
 
     # ------------------------------------------------------------------
-
-    def _update_from_logs(self, steps, logs):
-        """Feeds the controller the mean loss of the steps run since the
-        last call (one step, or one chunk), from the epoch's running mean
-        that Keras logs."""
-        if self.monitor not in logs:
-            raise ValueError(
-                f"AutoLR needs the training loss in the logs under "
-                f"`{self.monitor}`, but the logs have keys {sorted(logs)}. "
-                "Pass `monitor=` the name of the loss entry."
-            )
-        total = float(logs[self.monitor]) * steps
-        chunk = steps - self._epoch_steps
-        if math.isfinite(self._epoch_total):
-            report = self.controller.update(
-                (total - self._epoch_total) / chunk, num_steps=chunk
-            )
-        else:
-            # A non-finite loss earlier in the epoch poisoned the running
-            # mean until the epoch ends: these steps' losses are unknown.
-            report = self.controller.skip(num_steps=chunk)
-        self._epoch_steps, self._epoch_total = steps, total
-        return report
 
     def _warn_if_tests_come_late(self):
         ctl = self.controller

@@ -1,15 +1,21 @@
-"""The training loss of every step, recorded inside the compiled step.
+"""Where AutoLR gets the training loss of each step during `fit`.
 
 Keras logs only the running mean of the epoch's loss, once per chunk of
-`steps_per_execution` steps. Every built-in train step (TensorFlow, JAX,
-PyTorch) updates the model's loss tracker, a `keras.metrics.Mean`, with the
-step's loss. `StepLosses` puts a `StepLossTracker` in its place: a `Mean`
-that also writes each step's loss into a ring of slots, on the device, as
-state of the compiled step. The host reads one loss per step for a whole
-chunk at once. Under `tf.distribute` strategies each replica writes its
-own slots and a read sums them; under `keras.distribution` the loss is
-already the global one.
+`steps_per_execution` steps; `LoggedLosses` recovers each chunk's mean
+from it (every step's loss at one step per chunk). Every built-in train
+step (TensorFlow, JAX, PyTorch) also updates the model's loss tracker, a
+`keras.metrics.Mean`, with the step's loss: `StepLosses` puts a
+`StepLossTracker` in its place, a `Mean` that also writes each step's loss
+into a ring of slots, on the device, as state of the compiled step, and
+reads a whole chunk's losses at once. Under `tf.distribute` strategies each
+replica writes its own slots and a read sums them; under
+`keras.distribution` the loss is already the global one.
+
+Both feed the controller through the same calls: `start_epoch()`,
+`feed(controller, steps, logs)` after each chunk, `remove()` after `fit`.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -96,6 +102,18 @@ class StepLosses:
         with _keras_compat.variable_scope(model):
             self.tracker = StepLossTracker(capacity)
         _keras_compat.set_loss_tracker(model, self.tracker)
+        self.start_epoch()
+
+    def start_epoch(self):
+        """`fit` resets the tracker at the start of every epoch."""
+        self._steps = 0
+
+    def feed(self, controller, steps, logs):
+        """Feeds `controller` the loss of each step run since the last
+        call, up to `steps` steps into the epoch; returns its `Report`."""
+        losses = self.read(self._steps, steps)
+        self._steps = steps
+        return controller.update_steps(losses)
 
     def read(self, start, end):
         """The losses of steps `start` to `end - 1` of the current epoch.
@@ -127,3 +145,49 @@ class StepLosses:
     def remove(self):
         """Gives the model its own loss tracker back."""
         _keras_compat.set_loss_tracker(self.model, self._own)
+
+
+class LoggedLosses:
+    """The mean loss of each chunk, from the running mean of the epoch that
+    Keras logs under `monitor` (one step per chunk: every step's loss).
+
+    Args:
+        monitor: the log entry holding the training loss.
+    """
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.start_epoch()
+
+    def start_epoch(self):
+        self._steps = 0
+        self._total = 0.0
+
+    def feed(self, controller, steps, logs):
+        """Feeds `controller` the mean loss of the steps run since the last
+        call, up to `steps` steps into the epoch; returns its `Report`.
+
+        Raises:
+            ValueError: if the logs have no entry `monitor`.
+        """
+        if self.monitor not in logs:
+            raise ValueError(
+                f"AutoLR needs the training loss in the logs under "
+                f"`{self.monitor}`, but the logs have keys {sorted(logs)}. "
+                "Pass `monitor=` the name of the loss entry."
+            )
+        total = float(logs[self.monitor]) * steps
+        chunk = steps - self._steps
+        if math.isfinite(self._total):
+            report = controller.update(
+                (total - self._total) / chunk, num_steps=chunk
+            )
+        else:
+            # A non-finite loss earlier in the epoch poisoned the running
+            # mean until the epoch ends: these steps' losses are unknown.
+            report = controller.skip(num_steps=chunk)
+        self._steps, self._total = steps, total
+        return report
+
+    def remove(self):
+        """Nothing to undo."""
