@@ -17,7 +17,7 @@ downloaded):
 - `mnist1d`: the 1-D CNN of `quality.py` on MNIST-1D (40,000 / 10,000);
   test accuracy. B=256 and 2048, 16 epochs (2,512 and 320 steps).
 
-Methods, each at both batch sizes on seeds 0 and 1:
+Methods, each at both batch sizes on seeds 0, 1 and 2:
 
 - `autolr_adamp`, `autolr_lamb`: `AutoLR(epochs=E, verbose=0)`, every
   option at its default, on `AdamP(weight_decay=1e-4)` /
@@ -26,7 +26,7 @@ Methods, each at both batch sizes on seeds 0 and 1:
   peak LR then cosine to 0, on a grid of 6 peak LRs (half-decade steps,
   per task in `tasks.py`) x warmup fractions {0.05, 0.2}; the whole grid on
   seed 0, the best cell (by the task's metric on its held-out split) rerun
-  on seed 1.
+  on seeds 1 and 2.
 - `adam_constant`: `keras.optimizers.Adam()` at its default constant 1e-3.
 - `adamw_cosine`: the AdamW recipe: `keras.optimizers.AdamW` (default
   weight decay 0.004), peak 1e-3, 5 % linear warmup, cosine to 0.
@@ -101,7 +101,7 @@ OPTIMIZER = {
     "adamw_cosine": "adamw",
     "schedulefree_adamw": "schedulefree_adamw",
 }
-FULL = {"seeds": [0, 1], "warmups": [0.05, 0.2], "tasks": list(TASKS)}
+FULL = {"seeds": [0, 1, 2], "warmups": [0.05, 0.2], "tasks": list(TASKS)}
 QUICK = {
     "seeds": [0],
     "warmups": [0.05],
@@ -177,7 +177,7 @@ def parse_args(argv=None):
         type=_names(METHODS),
         help="run these methods again even where recorded",
     )
-    parser.add_argument("--seeds", type=_ints, help="seeds (0,1)")
+    parser.add_argument("--seeds", type=_ints, help="seeds (0,1,2)")
     parser.add_argument(
         "--autolr-options",
         type=_options,
