@@ -175,4 +175,31 @@ def metric_values(model, variables):
         if current:
             index = {id(v): i for i, v in enumerate(model.metrics_variables)}
             return [np.asarray(current[index[id(v)]]) for v in variables]
-    return [np.asarray(to_numpy(v)) for v in variables]
+    return read_values(variables)
+
+
+def read_values(variables):
+    """The values of `variables`, as NumPy arrays.
+
+    With the TensorFlow backend each plain variable is read by one
+    `ReadVariableOp` on its handle, which skips the Python layers of a
+    variable's own read (about half the time of a copy of a small model
+    and its Adam state on this CPU), with nothing to trace (a
+    `tf.function` would take about 45 ms to trace at the first copy). The
+    variables of a `tf.distribute` strategy are read as other backends'
+    are, one by one through `numpy()`, which sums the replicas of an
+    on-read variable (a handle would read one replica).
+    """
+    values = [v.value for v in variables]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not any(
+            isinstance(t, tf.distribute.DistributedValues) for t in values
+        ):
+            read = tf.raw_ops.ReadVariableOp
+            # `numpy()` of a CPU tensor may share memory with it: copy.
+            return [
+                np.array(read(resource=t.handle, dtype=t.dtype)) for t in values
+            ]
+    return [np.array(to_numpy(v)) for v in variables]

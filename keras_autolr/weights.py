@@ -9,7 +9,6 @@ while the loss was at its lowest. `WeightSnapshot` is one such copy;
 
 import warnings
 
-import keras
 import numpy as np
 
 from keras_autolr import _keras_compat
@@ -57,7 +56,7 @@ class WeightSnapshot:
         """Copies the current weights if they are all finite."""
         _keras_compat.sync_variables(self.model)
         variables = snapshot_variables(self.model)
-        values = read_values(variables)
+        values = _keras_compat.read_values(variables)
         if not all_finite(values):
             return False
         self._variables, self._values = variables, values
@@ -283,25 +282,6 @@ def snapshot_variables(model):
         for v in optimizer.variables
         if id(v) not in skip and not v.name.startswith("autolr_")
     ]
-
-
-def read_values(variables):
-    """The values of `variables`, as NumPy arrays, in one device call.
-
-    Reading variables one by one costs one eager op and one device-to-host
-    transfer each (about 0.06 ms each for a small model on this CPU). With
-    the TensorFlow backend the reads are one `IdentityN` op instead, about
-    twice as fast for a 3-layer CNN and its Adam state, and with nothing to
-    trace (a `tf.function` would take about 45 ms to trace at the first
-    copy). Other backends read variable by variable.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return [_keras_compat.to_numpy(v) for v in variables]
-    import tensorflow as tf
-
-    values = tf.raw_ops.IdentityN(input=[v.value for v in variables])
-    # `numpy()` of a CPU tensor may share memory with it: copy.
-    return [np.array(t) for t in values]
 
 
 def current_weights(model):

@@ -96,7 +96,8 @@ def train(
     """Trains an MLP on digits with Adam + AutoLR; returns a result dict."""
 
     from keras_autolr import AutoLR
-    from keras_autolr.weights import read_values, snapshot_variables
+    from keras_autolr._keras_compat import read_values
+    from keras_autolr.weights import snapshot_variables
 
     x, y = digits()
     scope = strategy.scope() if strategy is not None else _null()

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import support
 
+from keras_autolr._keras_compat import read_values
 from keras_autolr.controller import AutoLRController
 from keras_autolr.state_store import StateStore
 from keras_autolr.weights import (
     WeightKeeper,
     WeightSnapshot,
-    read_values,
     snapshot_variables,
 )
 
