@@ -1,10 +1,10 @@
 """`AutoLR`: the Keras adapter of the AutoLR controller.
 
-Data path: Keras step -> `on_train_batch_end` -> the loss of each step run
-since the last call (`LoggedLosses` from the logs, or with
-`steps_per_execution > 1` as the train step recorded them, `StepLosses`)
--> `AutoLRController` -> its `Report` -> the `InstalledSchedule` (whose
-values are written only when a decision changes them), and the
+Data path: Keras step -> `on_train_batch_end` -> where a decision needs
+them, the losses of the steps run since the last read (`StepLosses`, as
+the train step recorded them; or `LoggedLosses`, from the logs after every
+chunk) -> `AutoLRController` -> its `Report` -> the `InstalledSchedule`
+(whose values are written only when a decision changes them), and the
 `WeightKeeper`'s copies. The optimizer evaluates the schedule in-graph
 every step.
 """
@@ -47,12 +47,13 @@ class AutoLR(keras.callbacks.Callback):
 
     The schedule is evaluated in the compiled train step, every optimizer
     step, so it is exact with `steps_per_execution > 1`, under
-    `tf.distribute` strategies and with XLA. With `steps_per_execution >
-    1` the train step also records the loss of every step on the device
-    (AutoLR puts its own loss tracker in the model's for the duration of
-    `fit`). The callback reads the losses once per chunk, feeds them to
-    the controller and writes the schedule's variables when a decision
-    changes them.
+    `tf.distribute` strategies and with XLA. The train step also records
+    the loss of every step on the device (AutoLR puts its own loss tracker
+    in the model's for the duration of `fit`). The callback reads them
+    only where a decision needs them, at each test point, at the warmup
+    cap and at the end of each epoch, so that the host runs ahead of the
+    device in between; it feeds them to the controller and writes the
+    schedule's variables when a decision changes them.
 
     Args:
         epochs: the training budget in epochs. Defaults to `None`: the
@@ -64,7 +65,8 @@ class AutoLR(keras.callbacks.Callback):
         monitor: the log entry holding the training loss. Defaults to
             `"loss"`, recorded for every step. Any other entry, and the
             loss of a model whose train step is its own, is read from the
-            logs: one mean per chunk of `steps_per_execution` steps.
+            logs after every chunk (a host sync per chunk): one mean per
+            chunk of `steps_per_execution` steps.
         check_every: steps between two tests of the loss minimum, or
             `"epoch"` for once per epoch as the AutoWU reference. Defaults to
             `None`: about 100 tests over the warmup cap.
@@ -254,13 +256,11 @@ class AutoLR(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         epochs, steps_per_epoch = self._budget()
         chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        # Keras logs the running mean once per chunk: with one step per
-        # chunk it gives every step's loss; with more, the train step
-        # records them (Keras's own step, which updates the loss tracker).
-        record = (
-            chunk > 1
-            and self.monitor == "loss"
-            and _keras_compat.uses_builtin_train_step(self.model)
+        # Keras's own train step updates the loss tracker, where AutoLR's
+        # records every step's loss; otherwise the logs hold the running
+        # mean, once per chunk (every step's loss at one step per chunk).
+        record = self.monitor == "loss" and (
+            _keras_compat.uses_builtin_train_step(self.model)
         )
         controller = self._make_controller(
             epochs, steps_per_epoch, chunk, per_step=chunk == 1 or record
@@ -278,9 +278,9 @@ class AutoLR(keras.callbacks.Callback):
         self._weights = WeightKeeper(self.model)
         # Before the schedule, which rebuilds the train function.
         self._losses = (
-            StepLosses(self.model, chunk)
+            StepLosses(self.model, self._read_every(), chunk, steps_per_epoch)
             if record
-            else LoggedLosses(self.monitor)
+            else LoggedLosses(self.monitor, chunk)
         )
         self._schedule = InstalledSchedule(self.model, self.controller)
         self._resume_pending = True
@@ -292,14 +292,18 @@ class AutoLR(keras.callbacks.Callback):
             self._resume(epoch)
             self._resume_pending = False
         self._losses.start_epoch()
+        self._epoch_start = self.controller.steps
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
         # Keras numbers a short last chunk of an epoch as a whole one.
         steps = min(batch + 1, self._steps_per_epoch)
-        report = self._losses.feed(self.controller, steps, logs)
-        self._schedule.update(horizon=self._chunk)
-        self._add_logs(logs)
+        self._add_logs(logs, self._epoch_start + steps - 1)
+        ctl = self.controller
+        report = self._losses.feed(ctl, steps, logs)
+        if report is None:
+            return  # No decision needs the losses yet.
+        self._schedule.update(horizon=self._losses.horizon(ctl))
         if report.switch is not None:
             self._on_switch(report.switch)
         elif report.rescue is not None:
@@ -309,7 +313,7 @@ class AutoLR(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            self._add_logs(logs)
+            self._add_logs(logs, self.controller.steps - 1)
         if self.restore_weights:
             self._weights.offer(self.controller)
         if self._store is not None:
@@ -328,6 +332,16 @@ class AutoLR(keras.callbacks.Callback):
             self._weights.release()
 
     # ------------------------------------------------------------------
+
+    def _read_every(self):
+        """Steps between two reads of the recorded losses: the test
+        interval, or one chunk where the loss-scale optimizer of mixed
+        precision may skip a step (the schedule then realigns with the
+        optimizer's step counter at every chunk)."""
+        optimizer = self.model.optimizer
+        if _keras_compat.inner_optimizer(optimizer) is not optimizer:
+            return self._chunk
+        return self.controller.check_every
 
     def _warn_if_tests_come_late(self):
         ctl = self.controller
@@ -424,9 +438,11 @@ class AutoLR(keras.callbacks.Callback):
         if self.verbose:
             print(messages.rescue_line(event, kept))
 
-    def _add_logs(self, logs):
-        """The LR and phase of the last step run."""
+    def _add_logs(self, logs, step):
+        """The LR and phase of `step`, the last step run (decisions are
+        made for the steps after the last read, so the plan already holds
+        those of the steps run since)."""
         ctl = self.controller
-        last = max(ctl.steps - 1, 0)
-        logs["learning_rate"] = float(ctl.lr_at(last))
-        logs["autolr_phase"] = int(last >= ctl.switch_step)
+        step = max(step, 0)
+        logs["learning_rate"] = float(ctl.lr_at(step))
+        logs["autolr_phase"] = int(step >= ctl.switch_step)

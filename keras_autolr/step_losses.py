@@ -1,18 +1,23 @@
 """Where AutoLR gets the training loss of each step during `fit`.
 
-Keras logs only the running mean of the epoch's loss, once per chunk of
-`steps_per_execution` steps; `LoggedLosses` recovers each chunk's mean
-from it (every step's loss at one step per chunk). Every built-in train
-step (TensorFlow, JAX, PyTorch) also updates the model's loss tracker, a
-`keras.metrics.Mean`, with the step's loss: `StepLosses` puts a
-`StepLossTracker` in its place, a `Mean` that also writes each step's loss
-into a ring of slots, on the device, as state of the compiled step, and
-reads a whole chunk's losses at once. Under `tf.distribute` strategies each
-replica writes its own slots and a read sums them; under
-`keras.distribution` the loss is already the global one.
+Every built-in train step (TensorFlow, JAX, PyTorch) updates the model's
+loss tracker, a `keras.metrics.Mean`, with the step's loss: `StepLosses`
+puts a `StepLossTracker` in its place, a `Mean` that also writes each
+step's loss into a ring of slots, on the device, as state of the compiled
+step. The host reads the ring only where a decision needs the losses (a
+test point, the end of warmup, the end of an epoch), all the steps since
+the last read at once, and runs ahead of the device in between. Under
+`tf.distribute` strategies each replica writes its own slots and a read
+sums them; under `keras.distribution` the loss is already the global one.
+
+A train step of the model's own, or a `monitor` other than the loss, is
+read from the logs: Keras logs only the running mean of the epoch, once per
+chunk of `steps_per_execution` steps, and `LoggedLosses` recovers each
+chunk's mean from it, after every chunk.
 
 Both feed the controller through the same calls: `start_epoch()`,
-`feed(controller, steps, logs)` after each chunk, `remove()` after `fit`.
+`feed(controller, steps, logs)` after each chunk (it returns `None` where
+it did not feed it), `horizon(controller)`, and `remove()` after `fit`.
 """
 
 import math
@@ -84,21 +89,34 @@ class StepLossTracker(keras.metrics.Mean):
 
 
 class StepLosses:
-    """Records the loss of every step of a model's `fit`.
+    """Records the loss of every step of a model's `fit`, and reads it
+    where a decision needs it.
 
     Creating it replaces the model's loss tracker by a `StepLossTracker`
     (the train function must then be rebuilt, as `AutoLR` does when it
     installs its schedule); `remove()` puts the model's own back.
 
+    The losses are read after the first chunk that reaches a multiple of
+    `every` steps (the controller's test points), the end of warmup, or
+    the end of an epoch; between reads the host does not wait for the
+    device.
+
     Args:
         model: a compiled Keras model whose train step is Keras's own.
-        capacity: the most steps between two reads (the model's
-            `steps_per_execution`).
+        every: read at least at every multiple of this many steps.
+        chunk: the model's `steps_per_execution`.
+        epoch_steps: steps in one epoch.
     """
 
-    def __init__(self, model, capacity):
+    def __init__(self, model, every, chunk, epoch_steps):
         self.model = model
+        self.every = every
+        self.chunk = chunk
+        self.epoch_steps = epoch_steps
         self._own = _keras_compat.loss_tracker(model)
+        # The most steps between two reads: a read point can fall inside
+        # a chunk, and every epoch ends with a read.
+        capacity = min(every + chunk - 1, epoch_steps)
         with _keras_compat.variable_scope(model):
             self.tracker = StepLossTracker(capacity)
         _keras_compat.set_loss_tracker(model, self.tracker)
@@ -110,10 +128,27 @@ class StepLosses:
 
     def feed(self, controller, steps, logs):
         """Feeds `controller` the loss of each step run since the last
-        call, up to `steps` steps into the epoch; returns its `Report`."""
+        read, up to `steps` steps into the epoch, if a decision needs them
+        now; returns its `Report`, or `None` if it was not fed."""
+        if steps < self.epoch_steps and steps < self._read_point(controller):
+            return None
         losses = self.read(self._steps, steps)
         self._steps = steps
         return controller.update_steps(losses)
+
+    def horizon(self, controller):
+        """The most steps the device may run before the next read."""
+        end = -(-self._read_point(controller) // self.chunk) * self.chunk
+        return min(end, self.epoch_steps) - self._steps
+
+    def _read_point(self, controller):
+        """The next step, counted in the epoch, after which a decision
+        needs the losses: the next test point, or the end of warmup."""
+        fed = controller.steps
+        point = (fed // self.every + 1) * self.every
+        if fed < controller.switch_step:
+            point = min(point, controller.switch_step)
+        return point - (fed - self._steps)
 
     def read(self, start, end):
         """The losses of steps `start` to `end - 1` of the current epoch.
@@ -153,10 +188,12 @@ class LoggedLosses:
 
     Args:
         monitor: the log entry holding the training loss.
+        chunk: the model's `steps_per_execution`.
     """
 
-    def __init__(self, monitor):
+    def __init__(self, monitor, chunk):
         self.monitor = monitor
+        self.chunk = chunk
         self.start_epoch()
 
     def start_epoch(self):
@@ -188,6 +225,10 @@ class LoggedLosses:
             report = controller.skip(num_steps=chunk)
         self._steps, self._total = steps, total
         return report
+
+    def horizon(self, controller):
+        """The logs are read after every chunk."""
+        return self.chunk
 
     def remove(self):
         """Nothing to undo."""

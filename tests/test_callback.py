@@ -170,6 +170,59 @@ def test_the_loss_of_every_step_is_recorded(spe):
     assert model.evaluate(x, y, batch_size=2, verbose=0) == 6.5
 
 
+class ReadSteps(keras.callbacks.Callback):
+    """After each chunk: the steps AutoLR has fed its controller, and the
+    LR it logged."""
+
+    def __init__(self, autolr):
+        super().__init__()
+        self.autolr = autolr
+        self.fed = []
+        self.lrs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.fed.append(self.autolr.controller.steps)
+        self.lrs.append(logs["learning_rate"])
+
+
+@pytest.mark.parametrize(
+    "spe, reads",
+    [
+        # Test points every 4 steps, the cap at 9, epochs of 12 steps.
+        (1, [4, 8, 9, 12, 16, 20, 24]),
+        # The cap falls where a chunk ends: at 8.
+        pytest.param(2, [4, 8, 12, 16, 20, 24], marks=pytest.mark.no_torch),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
+def test_the_losses_are_read_only_where_a_decision_needs_them(spe, reads):
+    """Between two reads the host does not wait for the device; the logs
+    still give the LR of every step."""
+    model, x, y = step_index_model(spe)
+    autolr = AutoLR(verbose=0, check_every=4)
+    seen = ReadSteps(autolr)
+    model.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[autolr, seen],
+    )
+    ctl = autolr.controller
+    assert ctl.ramp_steps == reads[2 if spe == 1 else 1]
+    assert sorted(set(seen.fed) - {0}) == reads
+    # Each chunk sees the last read at or before its end.
+    ends = np.arange(spe, 25, spe)
+    expected = [max(r for r in [0, *reads] if r <= end) for end in ends]
+    assert seen.fed == expected
+    np.testing.assert_allclose(seen.lrs, ctl.lr_at(ends - 1), rtol=1e-12)
+    # Every step's loss arrived all the same.
+    _, means, _ = ctl.record.bins()
+    np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2))
+
+
 @pytest.mark.no_torch  # steps_per_execution > 1.
 # The sawtooth loss looks like a blow-up to the decay's guard.
 @pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
@@ -442,11 +495,12 @@ def test_a_blow_up_in_decay_restores_the_weights_and_halves_the_lr():
     ctl = autolr.controller
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "divergence"
-    # Caught at the first step of the sabotaged epoch (16 steps each).
-    assert rescue["step"] == 16 * sabotage.epoch + 1
+    # Caught at the first read of the losses in the sabotaged epoch (16
+    # steps each): the test point 4 steps in.
+    assert rescue["step"] == 16 * sabotage.epoch + 4
     assert ctl.plan.decay_peak_lr == pytest.approx(0.5 * rescue["lr_before"])
-    # The copy kept at the lowest loss came back; the rest of the poisoned
-    # epoch (Keras's running mean stays NaN) was skipped, not rescued again.
+    # The copy kept at the lowest loss came back, and the losses after it
+    # are finite again: no second rescue.
     assert sabotage.kept is not None and sabotage.kept < rescue["step"]
     messages = [str(w.message) for w in seen]
     assert any(

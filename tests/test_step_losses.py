@@ -57,7 +57,7 @@ def test_a_read_that_the_train_step_did_not_write_says_what_to_do():
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     own = model._loss_tracker
-    losses = StepLosses(model, capacity=4)
+    losses = StepLosses(model, every=4, chunk=1, epoch_steps=100)
     assert model._loss_tracker is losses.tracker
     assert model.metrics == [losses.tracker]  # Not tracked twice.
     with pytest.raises(RuntimeError, match="did not update"):
