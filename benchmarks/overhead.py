@@ -8,11 +8,11 @@ step on a 2-core CPU) from the same seed on the same synthetic data (4,096
 `verbose=0`. `--quick` uses 2,048 images, 2 epochs and 2 pairs.
 
 - Baseline: `Adam(1e-3)`, no callback.
-- Reader: `Adam(1e-3)` and a callback that only reads the loss after every
-  batch. Any callback with a batch hook makes Keras wait for every chunk's
-  loss on the training thread; this arm measures that floor, shared by
-  every per-step loss consumer, so that AutoLR / reader is AutoLR's own
-  cost.
+- Reader: `Adam(1e-3)` and a callback that only reads the logged loss
+  after every batch, which makes the host wait for every chunk: the floor
+  of any callback that reads each step's loss from the logs. AutoLR reads
+  the losses its train step recorded only at its tests, the warmup cap
+  and epoch ends.
 - AutoLR: `Adam()` and `AutoLR(epochs=E, verbose=0)`.
 
 Each configuration is fitted once, untimed, before any timing (TensorFlow
@@ -237,11 +237,10 @@ def build_model(
 
 
 class LossReader(keras.callbacks.Callback):
-    """Reads the loss after every batch, as any per-step consumer must.
+    """Reads the logged loss after every batch, with nothing else added.
 
-    Its batch hook makes Keras wait for every chunk's loss on the training
-    thread, exactly as AutoLR's does: the floor of any callback that reads
-    the per-step loss, with nothing else added.
+    The host then waits for every chunk's loss on the training thread: the
+    floor of any callback that reads each step's loss from the logs.
     """
 
     def on_train_batch_end(self, batch, logs=None):
@@ -511,9 +510,11 @@ def markdown(env: dict, rows: list[dict], args) -> str:
             " fit: <= 0.02 at spe 1, <= 0.01 at spe 32. CPU-time ratio:"
             " the same ratio of the process's CPU time (all threads), which"
             " time spent waiting for a shared core does not inflate. Reader: a "
-            "callback that only reads the loss after every batch, the floor "
-            "of any per-step loss consumer (Keras then waits for every "
-            "chunk); AutoLR / reader is what AutoLR adds above that floor. "
+            "callback that only reads the logged loss after every batch (the "
+            "host then waits for every chunk), the floor of any callback "
+            "reading each step's loss from the logs; AutoLR reads its "
+            "record of the losses only at its tests and epoch ends, and "
+            "AutoLR / reader compares it with that floor. "
             "AutoLR hooks / fit: the time spent inside AutoLR's own hooks "
             "(its work on the training thread), over its fit time, timed "
             "within each run: the least noisy of these figures. AutoLR "

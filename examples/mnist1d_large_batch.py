@@ -9,7 +9,7 @@ hard enough to separate models yet trains on a CPU. The `mnist1d` package
 LR is far from the small-batch one; AutoLR finds it during warmup. With
 `steps_per_execution` Keras runs several steps per call and logs one mean
 loss per chunk; the train step still records the loss of every step for
-AutoLR, and sets the LR of every step.
+AutoLR, which reads them at its tests, and sets the LR of every step.
 """
 
 import argparse
