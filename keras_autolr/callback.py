@@ -293,14 +293,20 @@ class AutoLR(keras.callbacks.Callback):
             self._resume_pending = False
         self._losses.start_epoch()
         self._epoch_start = self.controller.steps
+        self._ran = 0  # Steps run in this epoch.
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs if logs is not None else {}
         # Keras numbers a short last chunk of an epoch as a whole one.
-        steps = min(batch + 1, self._steps_per_epoch)
-        self._add_logs(logs, self._epoch_start + steps - 1)
+        self._ran = min(batch + 1, self._steps_per_epoch)
+        self._add_logs(logs, self._epoch_start + self._ran - 1)
+        self._feed(logs)
+
+    def _feed(self, logs, flush=False):
+        """Feeds the controller the losses of the steps run, where a
+        decision needs them (or with `flush`), and acts on its report."""
         ctl = self.controller
-        report = self._losses.feed(ctl, steps, logs)
+        report = self._losses.feed(ctl, self._ran, logs, flush)
         if report is None:
             return  # No decision needs the losses yet.
         self._schedule.update(horizon=self._losses.horizon(ctl))
@@ -312,6 +318,8 @@ class AutoLR(keras.callbacks.Callback):
             self._weights.offer(self.controller, at_test=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        # An epoch cut short (the data ran out) ends without its last read.
+        self._feed({}, flush=True)
         if logs is not None:
             self._add_logs(logs, self.controller.steps - 1)
         if self.restore_weights:

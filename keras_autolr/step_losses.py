@@ -126,11 +126,13 @@ class StepLosses:
         """`fit` resets the tracker at the start of every epoch."""
         self._steps = 0
 
-    def feed(self, controller, steps, logs):
+    def feed(self, controller, steps, logs, flush=False):
         """Feeds `controller` the loss of each step run since the last
         read, up to `steps` steps into the epoch, if a decision needs them
-        now; returns its `Report`, or `None` if it was not fed."""
-        if steps < self.epoch_steps and steps < self._read_point(controller):
+        now or with `flush`; returns its `Report`, or `None` if it was not
+        fed."""
+        due = steps >= min(self.epoch_steps, self._read_point(controller))
+        if steps <= self._steps or not (due or flush):
             return None
         losses = self.read(self._steps, steps)
         self._steps = steps
@@ -200,13 +202,17 @@ class LoggedLosses:
         self._steps = 0
         self._total = 0.0
 
-    def feed(self, controller, steps, logs):
+    def feed(self, controller, steps, logs, flush=False):
         """Feeds `controller` the mean loss of the steps run since the last
-        call, up to `steps` steps into the epoch; returns its `Report`.
+        call, up to `steps` steps into the epoch; returns its `Report`, or
+        `None` if no step ran since (every call reads: `flush` changes
+        nothing).
 
         Raises:
             ValueError: if the logs have no entry `monitor`.
         """
+        if steps <= self._steps:
+            return None
         if self.monitor not in logs:
             raise ValueError(
                 f"AutoLR needs the training loss in the logs under "

@@ -228,6 +228,28 @@ def test_the_losses_are_read_only_where_a_decision_needs_them(spe, reads):
     np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2))
 
 
+@pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_an_epoch_cut_short_is_read_at_its_end():
+    """20 batches for 3 epochs of 8 steps: the data runs out 4 steps into
+    the third epoch, before its next test point; its end reads them."""
+    model, x, y = step_index_model(1)
+
+    def batches():  # The loss of batch `i` is `i % 12 + 1`.
+        for i in range(20):
+            j = 2 * (i % 12)
+            yield x[j : j + 2], y[j : j + 2]
+
+    autolr = AutoLR(verbose=0, check_every=8)
+    model.fit(
+        batches(), epochs=3, steps_per_epoch=8, verbose=0, callbacks=[autolr]
+    )
+    ctl = autolr.controller
+    assert ctl.steps == 20
+    _, means, _ = ctl.record.bins()
+    np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2)[:20])
+
+
 @pytest.mark.no_torch  # steps_per_execution > 1.
 # The sawtooth loss looks like a blow-up to the decay's guard.
 @pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
