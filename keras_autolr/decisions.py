@@ -19,6 +19,9 @@ from keras_autolr.detector import MinimumDetector
 from keras_autolr.loss_record import LossRecord
 from keras_autolr.plan import Plan
 
+# The decay's guard looks at the median of at least this many bins.
+_BLOW_UP_BINS = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class TestOutcome:
@@ -143,21 +146,20 @@ def gp_inputs(
 def blew_up(
     centers: np.ndarray,
     means: np.ndarray,
-    counts: np.ndarray,
     start: int,
     since: int,
     restarted: bool,
 ) -> bool:
     """Whether the loss since step `since` is back at its starting level,
     after a clear fall (and, after a restart at step `start`, a recovery
-    since). Cheapest condition first: the loss is rarely back up."""
+    since). The level is the median of those bins: one bad batch (an
+    outlier of the data, a short last batch of an epoch) is no blow-up.
+    Cheapest condition first: the loss is rarely back up."""
     progress = loss_stats.progress(means)
     if progress is None:
         return False
-    recent = np.isfinite(means) & (centers > since)
-    if not np.any(recent) or not progress.lost(
-        np.average(means[recent], weights=counts[recent])
-    ):
+    recent = means[np.isfinite(means) & (centers > since)]
+    if not recent.size or not progress.lost(float(np.median(recent))):
         return False
     if restarted and not recovered(centers, means, start):
         return False
@@ -186,9 +188,11 @@ def blew_up_in_decay(
     """During decay, at a test point: whether the loss blew up, so that the
     decay restarts at half the LR.
 
-    A loss back at its starting level (90 % of the way up from its lowest,
-    as in warmup: a network that died) means the LR is too high for the
-    long run even though the warmup's loss curve tolerated it. A smaller
+    A loss back at its starting level (the median of the bins since the
+    last test point, and of at least the last 8, 90 % of the way up from
+    its lowest, as in warmup: a network that died) means the LR is too
+    high for the long run even though the warmup's loss curve tolerated
+    it. One outlying batch is not a blow-up. A smaller
     rise is left alone: right after the switch a short rise is common and
     passes. Unlike a warmup test, this check runs on the training thread
     and acts at once: it stops at the first condition that fails, and the
@@ -204,9 +208,11 @@ def blew_up_in_decay(
     start = plan.decay_start
     if now >= total_steps or now < start + wait:
         return False  # Nothing left to rescue, or too soon after the last.
-    centers, means, counts = record.bins()
-    since = max(now - check_every, start)
-    return blew_up(centers, means, counts, start, since, bool(plan.restarts))
+    centers, means, _ = record.bins()
+    # The bins since the last test point, and at least the last 8.
+    window = max(check_every, _BLOW_UP_BINS * record.bin_width)
+    since = max(now - window, start)
+    return blew_up(centers, means, start, since, bool(plan.restarts))
 
 
 def restart_after_non_finite(

@@ -44,6 +44,11 @@ class LossRecord:
         return len(self._sums)
 
     @property
+    def bin_width(self) -> int:
+        """Steps per bin now (`bin_steps`, doubled at each merge)."""
+        return self._width
+
+    @property
     def closed_steps(self) -> int:
         """Steps covered by the closed bins: the step a test sees up to."""
         return len(self._sums) * self._width

@@ -612,6 +612,24 @@ def test_update_reports_each_test_and_decision_once():
     assert rescues == ctl.rescues and len(rescues) == 1
 
 
+@pytest.mark.parametrize("check_every", [1, 10])
+def test_one_outlying_batch_in_decay_is_no_blow_up(check_every):
+    """One batch at 17x the starting loss (an outlier of the data, as in
+    the suite's diamonds) in a test window of the decay: no restart; the
+    same level held for 10 steps is one."""
+    ctl = AutoLRController(total_steps=1000, check_every=check_every)
+    drive(ctl, u_loss, 500)
+    assert ctl.phase == "decay" and not ctl.rescues
+    start = float(np.median(ctl.record.bins()[1][:8]))
+    for step in range(100):
+        ctl.step(17.0 * start if step == 50 else 1.0)
+    assert not ctl.rescues
+    with pytest.warns(RuntimeWarning, match="back to its starting level"):
+        for _ in range(10):
+            ctl.step(17.0 * start)
+    assert len(ctl.rescues) == 1
+
+
 def test_a_network_that_stays_dead_gets_one_restart_not_a_cascade():
     ctl = AutoLRController(total_steps=1000, check_every=10)
     drive(ctl, u_loss, 500)
