@@ -188,6 +188,10 @@ class LoggedLosses:
     """The mean loss of each chunk, from the running mean of the epoch that
     Keras logs under `monitor` (one step per chunk: every step's loss).
 
+    The running mean weighs batches by their size, which the logs do not
+    give: the chunk that holds a short last batch of an epoch gets an
+    approximate loss (it assumes full batches).
+
     Args:
         monitor: the log entry holding the training loss.
         chunk: the model's `steps_per_execution`.
