@@ -9,30 +9,16 @@ chunk) -> `AutoLRController` -> its `Report` -> the `InstalledSchedule`
 every step.
 """
 
-import math
 import warnings
 
 import keras
 
-from keras_autolr import _keras_compat, messages, reference, settings
+from keras_autolr import _keras_compat, fit_plan, messages, reference
 from keras_autolr import _validation as check
-from keras_autolr.controller import AutoLRController
 from keras_autolr.keras_schedule import InstalledSchedule
 from keras_autolr.state_store import StateStore
 from keras_autolr.step_losses import LoggedLosses, StepLosses
 from keras_autolr.weights import WeightKeeper, all_finite, current_weights
-
-# Warn when no test can run before this fraction of the warmup ramp.
-_LATE_TEST = 0.25
-
-# The options passed through to the controller (`check_every` is the
-# callback's own: it also takes "epoch"; `chunk_steps` is the model's
-# `steps_per_execution`).
-_CONTROLLER_OPTIONS = tuple(
-    o
-    for o in settings.OPTIONS
-    if o not in ("check_every", "background", "chunk_steps")
-)
 
 
 @keras.saving.register_keras_serializable(package="keras_autolr")
@@ -129,11 +115,11 @@ class AutoLR(keras.callbacks.Callback):
         **kwargs,
     ):
         super().__init__()
-        unknown = sorted(set(kwargs) - set(_CONTROLLER_OPTIONS))
+        unknown = sorted(set(kwargs) - set(fit_plan.OPTIONS))
         if unknown:
             raise TypeError(
                 f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
-                f"Valid options: {list(_CONTROLLER_OPTIONS)}"
+                f"Valid options: {list(fit_plan.OPTIONS)}"
             )
         check.check_optional_int("epochs", epochs)
         check.check_optional_int("steps_per_epoch", steps_per_epoch)
@@ -159,8 +145,13 @@ class AutoLR(keras.callbacks.Callback):
         self.restore_weights = restore_weights
         self.controller_options = dict(kwargs)
         # Fails now, not at the first fit, on a bad option value.
-        self._make_controller(
-            epochs or 100, steps_per_epoch or 1000, probe=True
+        fit_plan.make_controller(
+            kwargs,
+            check_every,
+            monitor,
+            epochs or 100,
+            steps_per_epoch or 1000,
+            probe=True,
         )
         self.controller = None
         self._schedule = None
@@ -216,45 +207,13 @@ class AutoLR(keras.callbacks.Callback):
         options.update(overrides)
         return cls(epochs=epochs, **options)
 
-    def _make_controller(
-        self, epochs, steps_per_epoch, chunk=1, per_step=True, probe=False
-    ):
-        """The controller for a budget, with `chunk` = steps_per_execution.
-
-        With the losses read from the logs (`per_step=False`), bins default
-        to one chunk: Keras logs one mean per chunk, and splitting it into
-        per-step bins would feed the detector repeated values (its noise
-        estimate would collapse).
-        """
-        options = dict(self.controller_options)
-        bin_steps = options.setdefault("bin_steps", 1 if per_step else chunk)
-        if not per_step and bin_steps % chunk:
-            raise ValueError(
-                "Argument `bin_steps` must be a multiple of the model's "
-                f"steps_per_execution ({chunk}) when the loss is read from "
-                f"the logs (monitor={self.monitor!r}, or a train step of "
-                f"the model's own): they hold one mean per chunk of {chunk} "
-                f"steps. Received: bin_steps={bin_steps}"
-            )
-        check_every = self.check_every
-        if check_every == "epoch":
-            check_every = steps_per_epoch
-        if check_every is not None:
-            # A check happens where a bin and a chunk end.
-            unit = math.lcm(bin_steps, chunk)
-            check_every = -(-check_every // unit) * unit
-        return AutoLRController(
-            total_steps=epochs * steps_per_epoch,
-            check_every=None if probe else check_every,
-            chunk_steps=chunk,
-            **options,
-        )
-
     # ------------------------------------------------------------------
     # Training hooks.
 
     def on_train_begin(self, logs=None):
-        epochs, steps_per_epoch = self._budget()
+        epochs, steps_per_epoch = fit_plan.budget(
+            self.params, self.epochs, self.steps_per_epoch
+        )
         chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
         # Keras's own train step updates the loss tracker, where AutoLR's
         # records every step's loss; otherwise the logs hold the running
@@ -262,8 +221,14 @@ class AutoLR(keras.callbacks.Callback):
         record = self.monitor == "loss" and (
             _keras_compat.uses_builtin_train_step(self.model)
         )
-        controller = self._make_controller(
-            epochs, steps_per_epoch, chunk, per_step=chunk == 1 or record
+        controller = fit_plan.make_controller(
+            self.controller_options,
+            self.check_every,
+            self.monitor,
+            epochs,
+            steps_per_epoch,
+            chunk,
+            per_step=chunk == 1 or record,
         )
         self._chunk = chunk
         if (
@@ -272,7 +237,7 @@ class AutoLR(keras.callbacks.Callback):
         ):
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
-        self._warn_if_tests_come_late()
+        fit_plan.warn_if_tests_come_late(self.controller)
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
         self._weights = WeightKeeper(self.model)
@@ -350,39 +315,6 @@ class AutoLR(keras.callbacks.Callback):
         if _keras_compat.inner_optimizer(optimizer) is not optimizer:
             return self._chunk
         return self.controller.check_every
-
-    def _warn_if_tests_come_late(self):
-        ctl = self.controller
-        first = ctl.first_test_step
-        if (
-            ctl.steps
-            or ctl.settings.step_unit == 1
-            or first <= _LATE_TEST * ctl.ramp_steps
-        ):
-            return
-        warnings.warn(
-            messages.late_first_test(ctl), RuntimeWarning, stacklevel=2
-        )
-
-    def _budget(self):
-        steps = self.steps_per_epoch or self.params.get("steps")
-        if not steps:
-            raise ValueError(
-                "AutoLR needs the number of steps per epoch to plan its "
-                "budget, and fit() does not know it (a dataset of unknown "
-                "cardinality, e.g. from a generator or after filter()). "
-                "Pass `steps_per_epoch=` to fit() or to AutoLR(), or use a "
-                "dataset of known size."
-            )
-        fit_epochs = self.params.get("epochs")
-        epochs = self.epochs or fit_epochs
-        if self.epochs and fit_epochs and fit_epochs > self.epochs:
-            raise ValueError(
-                f"fit(epochs={fit_epochs}) runs past the AutoLR budget of "
-                f"AutoLR(epochs={self.epochs}): the LR is 0 after epoch "
-                f"{self.epochs}. Give both the same number of epochs."
-            )
-        return int(epochs), int(steps)
 
     def _resume(self, epoch):
         """Brings the controller to the start of epoch `epoch`.
