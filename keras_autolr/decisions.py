@@ -21,6 +21,13 @@ from keras_autolr.plan import Plan
 
 # The decay's guard looks at the median of at least this many bins.
 _BLOW_UP_BINS = 8
+# No explosion counts before the record holds this many finite bins: the
+# 8 that set the starting level (`loss_stats.progress`) and as many again.
+# Before that, a smooth first fall gives a noise estimate near zero and a
+# starting level that is still falling, so one noisy batch "fell clearly"
+# and "came back": the suite's BatchNorm CNN at batch 32 ended warmup that
+# way at step 18 of 2,250.
+_EXPLOSION_BINS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +109,7 @@ def minimum_test(
     recent = np.isfinite(means) & (centers > now - check_every)
     exploded = (
         fell_clearly
+        and np.count_nonzero(np.isfinite(means)) >= _EXPLOSION_BINS
         and np.any(recent)
         and (
             progress.lost(np.average(means[recent], weights=counts[recent]))
