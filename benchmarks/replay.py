@@ -10,9 +10,10 @@ cosine from L to 0 over the next T - s steps, then LR 0 for the last s - c
 steps (the same budget; the batches after c come in another order, and
 BatchNorm statistics still move at LR 0).
 
-Per task, batch size, optimizer and seed, from the newest AutoLR record
-with default options in the suite's progress file and the grid's best cell
-on seed 0 (peak p*, as `suite.best_cell` chooses it), the cells:
+Per task, batch size, optimizer (AdamP and LAMB) and seed, from the
+newest AutoLR record with default options in the suite's progress file and
+the grid's best cell on seed 0 (peak p*, as `suite.best_cell` chooses it),
+the cells:
 1. `as run`: c, s and L of the record (c = s where nothing was restored);
 2. `land at half`: the same c and s, L = minimum_lr / 2;
 3. `copy at minimum`: c = the ramp step of the record's minimum_lr
@@ -22,7 +23,7 @@ on seed 0 (peak p*, as `suite.best_cell` chooses it), the cells:
 6. `grid best`: the grid's own schedule (linear warmup, cosine to 0);
 and the record's own metric as a reference row (`AutoLR run`).
 
-    python benchmarks/replay.py                       # lm, 12 runs, ~10 min
+    python benchmarks/replay.py                       # lm, 24 runs, ~20 min
     python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
 
 `--quick`: the quick budgets, cells 1, 5 and 6; where no record matches, a
@@ -32,6 +33,7 @@ and `replay.md` to `--out`.
 """
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -64,6 +66,7 @@ LRS = ("ramp_lr_at_copy", "landing_lr", "landing_over_minimum")
 # AutoLR's defaults, which set its ramp.
 MIN_LR, MAX_LR = switch_ceiling.MIN_LR, switch_ceiling.MAX_LR
 MAX_WARMUP_FRACTION = switch_ceiling.MAX_WARMUP_FRACTION
+OPTIMIZERS = ("adamp", "lamb")
 
 
 def parse_args(argv=None):
@@ -82,10 +85,10 @@ def parse_args(argv=None):
         "--batch-sizes", type=suite._ints, help="batch sizes; None: the task's"
     )
     parser.add_argument(
-        "--optimizer",
-        choices=["adamp", "lamb"],
-        default="adamp",
-        help="optimizer",
+        "--optimizers",
+        type=suite._names(OPTIMIZERS),
+        default=list(OPTIMIZERS),
+        help="optimizers",
     )
     parser.add_argument("--seeds", type=suite._ints, default=[0], help="seeds")
     parser.add_argument("--workers", type=int, default=2, help="processes")
@@ -124,18 +127,19 @@ def replay_schedule(copy, switch, landing, total_steps):
     return switch_ceiling.make_schedule(copy, landing, total_steps, end)
 
 
-def find_sources(args, task, b):
+def find_sources(args, task, b, optimizer):
     """(grid best, {seed: newest default AutoLR record or None}) of the
-    progress file, among the records of the task's current settings."""
+    progress file for `optimizer`, among the records of the task's current
+    settings."""
     ns = argparse.Namespace(quick=args.quick, tasks=[task], seeds=None)
     settings = suite.resolve_settings(ns)
     fps = {task: suite.fingerprint(settings, task)}
     done = suite.load_progress(args.progress, fps)
-    cell = suite.best_cell(settings, task, "grid_" + args.optimizer, b, done)
+    cell = suite.best_cell(settings, task, "grid_" + optimizer, b, done)
     best = cell and dict(peak_lr=cell[0], warmup_fraction=cell[1])
     if best is None and args.quick:
         best = dict(peak_lr=3e-3, warmup_fraction=0.2, synthetic=True)
-    method = "autolr_" + args.optimizer
+    method = "autolr_" + optimizer
     newest = {}
     for r in suite.all_records(args.progress, fps):
         mine = (r["task"], r["method"], r["batch_size"]) == (task, method, b)
@@ -234,29 +238,32 @@ def tables_and_jobs(args, cells):
         task = TASKS[name]
         budget = task.budget(args.quick)
         _DATA[name] = data = task.load(args.cache_dir, args.quick)
-        for b in args.batch_sizes or budget.batch_sizes:
+        for b, optimizer in itertools.product(
+            args.batch_sizes or budget.batch_sizes, args.optimizers
+        ):
             total = budget.epochs * math.ceil(len(data["x"]) / b)
-            best, records = find_sources(args, name, b)
+            best, records = find_sources(args, name, b, optimizer)
             for seed, record in records.items():
                 if record is None and args.quick:
                     record = synthetic(total)
                 if record is None or record["autolr_switch_step"] is None:
                     print(
-                        f"No AutoLR switch recorded: {name} B={b} seed {seed}"
+                        f"No AutoLR switch recorded: {name} B={b} "
+                        f"{optimizer} seed {seed}"
                     )
                     continue
                 reference = plan(record, None, total, [1])[0]
                 reference.update(name="AutoLR run")
                 reference["metric"] = suite.metric_value(record, task.metric)
                 table = dict(task=name, batch_size=b, seed=seed)
-                table.update(optimizer=args.optimizer, total_steps=total)
+                table.update(optimizer=optimizer, total_steps=total)
                 keys = ("code", "key", "autolr_reason")
                 table["record"] = {k: record.get(k) for k in keys}
                 table["record"]["synthetic"] = bool(record.get("synthetic"))
                 table.update(grid_best=best, reference=reference)
                 table["cells"] = plan(record, best, total, cells)
                 tables.append(table)
-                job = (args.cache_dir, args.quick, name, b, args.optimizer)
+                job = (args.cache_dir, args.quick, name, b, optimizer)
                 jobs += [(*job, seed, cell) for cell in table["cells"]]
     return tables, jobs
 

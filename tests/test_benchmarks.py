@@ -146,13 +146,14 @@ def test_switch_ceiling_quick(tmp_path):
 def test_replay_quick(tmp_path):
     # No progress file: the synthetic stand-in, cells 1, 5 and 6 trained.
     missing = tmp_path / "none.progress.jsonl"
-    args = ["--quick", "--tasks", "lm", "--workers", "1"]
-    args += ["--out", str(tmp_path), "--progress", str(missing)]
-    proc = run_script("replay.py", *args)
+    args = ["--quick", "--tasks", "lm", "--optimizers", "lamb"]
+    args += ["--workers", "1", "--out", str(tmp_path)]
+    proc = run_script("replay.py", *args, "--progress", str(missing))
     assert "synthetic stand-in" in proc.stdout
     result = load(tmp_path, "replay")
     assert ENVIRONMENT_KEYS <= set(result["meta"])
     [table] = result["tables"]
+    assert table["optimizer"] == "lamb"
     assert table["record"]["synthetic"] and table["grid_best"]["synthetic"]
     cells = table["cells"]
     names = ["as run", "ramp to grid best", "grid best"]
