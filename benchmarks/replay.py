@@ -21,9 +21,15 @@ the cells:
 4. `copy at minimum, land at half`: c as in 3, L = minimum_lr / 2;
 5. `ramp to grid best`: c = s = the first ramp step at or above p*, L = p*;
 6. `grid best`: the grid's own schedule (linear warmup, cosine to 0);
-and the record's own metric as a reference row (`AutoLR run`).
+and the record's own metric as a reference row (`AutoLR run`). For LAMB,
+cells 1 and 6 again with `keras_autolr.LAMB` instead of Keras's, its
+biases and normalisation weights (`EXCLUDED`) left out of the weight
+decay and the trust ratio, as BERT's LAMB does (Keras's LAMB decays and
+layer-adapts every variable):
+7. `as run, LAMB excluding biases and norms`;
+8. `grid best, LAMB excluding biases and norms`.
 
-    python benchmarks/replay.py                       # lm, 24 runs, ~20 min
+    python benchmarks/replay.py                       # lm, 28 runs, ~25 min
     python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
 
 `--quick`: the quick budgets, cells 1, 5 and 6; where no record matches, a
@@ -51,8 +57,8 @@ from provenance import environment  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
 PROGRESS = HERE / "results" / "suite.progress.jsonl"  # The suite's records.
-FULL = {"cells": [1, 2, 3, 4, 5, 6]}
-QUICK = {"cells": [1, 5, 6]}
+FULL = {"cells": [1, 2, 3, 4, 5, 6, 7, 8]}
+QUICK = {"cells": [1, 5, 6, 8]}
 NAMES = {
     1: "as run",
     2: "land at half",
@@ -60,7 +66,14 @@ NAMES = {
     4: "copy at minimum, land at half",
     5: "ramp to grid best",
     6: "grid best",
+    7: "as run, LAMB excluding biases and norms",
+    8: "grid best, LAMB excluding biases and norms",
 }
+# Cells 7 and 8 (LAMB tables only): cells 1 and 6 on this optimizer.
+EXCLUDING = {7: 1, 8: 6}
+# Biases, and the scales and offsets of LayerNormalization and
+# BatchNormalization.
+EXCLUDED = ["bias", "gamma", "beta"]
 STEPS = ("copy_step", "switch_step", "lost_steps")
 LRS = ("ramp_lr_at_copy", "landing_lr", "landing_over_minimum")
 # AutoLR's defaults, which set its ramp.
@@ -157,9 +170,10 @@ def synthetic(total_steps):
     return dict(record, autolr_peak_lr=lr, autolr_minimum_lr=lr)
 
 
-def plan(record, best, total_steps, numbers):
+def plan(record, best, total_steps, numbers, optimizer="adamp"):
     """The cells `numbers` of one table: copy step, switch step and
-    landing LR of a replay, or the grid's peak and warmup fraction."""
+    landing LR of a replay, or the grid's peak and warmup fraction; cells
+    7 and 8 with `optimizer` LAMB only."""
     s = record["autolr_switch_step"]
     c = record.get("autolr_restored_copy_at_switch")
     c = s if c is None else c
@@ -173,21 +187,47 @@ def plan(record, best, total_steps, numbers):
     if best is not None:
         top = math.ceil(ramp_step(best["peak_lr"], total_steps) - 1e-9)
         replays[5] = (top, top, best["peak_lr"])
-    cells = []
-    for n in numbers:
+
+    def schedule(n):
         if n in replays:
             copy, switch, landing = replays[n]
             cell = dict(copy_step=copy, switch_step=switch)
             cell.update(lost_steps=switch - copy, landing_lr=landing)
             cell["ramp_lr_at_copy"] = ramp_lr(copy, total_steps)
-        elif n == 6 and best is not None:
+            return cell
+        if n == 6 and best is not None:
             cell = dict(landing_lr=best["peak_lr"])
-            cell["warmup_fraction"] = best["warmup_fraction"]
+            return dict(cell, warmup_fraction=best["warmup_fraction"])
+        return None
+
+    cells = []
+    for n in numbers:
+        if n not in EXCLUDING:
+            cell = schedule(n)
+        elif optimizer == "lamb" and schedule(EXCLUDING[n]) is not None:
+            cell = dict(schedule(EXCLUDING[n]), optimizer="lamb_excluding")
         else:
+            cell = None
+        if cell is None:
             continue
         ratio = None if minimum is None else cell["landing_lr"] / minimum
         cells.append(dict(cell, name=NAMES[n], landing_over_minimum=ratio))
     return cells
+
+
+def make_optimizer(name, schedule):
+    """The suite's optimizers, and `lamb_excluding`: `keras_autolr.LAMB`
+    with the same weight decay, `EXCLUDED` left out of it and of the
+    trust ratio."""
+    if name != "lamb_excluding":
+        return quality.make_optimizer(name, schedule)
+    from keras_autolr.optimizers import LAMB
+
+    return LAMB(
+        learning_rate=schedule,
+        weight_decay=quality.WEIGHT_DECAY,
+        exclude_from_weight_decay=EXCLUDED,
+    )
 
 
 _DATA = {}
@@ -198,6 +238,7 @@ def train(job):
     import keras
 
     cache_dir, quick, name, batch_size, optimizer, seed, cell = job
+    optimizer = cell.get("optimizer", optimizer)
     task = TASKS[name]
     if name not in _DATA:
         _DATA[name] = task.load(cache_dir, quick)
@@ -213,7 +254,7 @@ def train(job):
     keras.utils.set_random_seed(seed)
     model = task.build(data)
     model.compile(
-        optimizer=quality.make_optimizer(optimizer, schedule),
+        optimizer=make_optimizer(optimizer, schedule),
         loss=task.loss(),
         metrics=["accuracy"] if task.kind == "classification" else None,
     )
@@ -261,7 +302,7 @@ def tables_and_jobs(args, cells):
                 table["record"] = {k: record.get(k) for k in keys}
                 table["record"]["synthetic"] = bool(record.get("synthetic"))
                 table.update(grid_best=best, reference=reference)
-                table["cells"] = plan(record, best, total, cells)
+                table["cells"] = plan(record, best, total, cells, optimizer)
                 tables.append(table)
                 job = (args.cache_dir, args.quick, name, b, optimizer)
                 jobs += [(*job, seed, cell) for cell in table["cells"]]

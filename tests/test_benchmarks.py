@@ -157,8 +157,11 @@ def test_replay_quick(tmp_path):
     assert table["record"]["synthetic"] and table["grid_best"]["synthetic"]
     cells = table["cells"]
     names = ["as run", "ramp to grid best", "grid best"]
+    names.append("grid best, LAMB excluding biases and norms")
     assert [c["name"] for c in cells] == names
     assert all(math.isfinite(c["metric"]) for c in cells)
+    assert cells[-1]["optimizer"] == "lamb_excluding"
+    assert cells[-1]["landing_lr"] == cells[-2]["landing_lr"] == 3e-3
     as_run = cells[0]
     assert 0 < as_run["copy_step"] < as_run["switch_step"]
     assert as_run["lost_steps"] == as_run["switch_step"] - as_run["copy_step"]
