@@ -204,10 +204,15 @@ def _split(x, y, test_fraction, rows=None):
 
 
 def build_lm(data, seq_len=64, dim=64, heads=4, layers=2):
-    """Pre-LN decoder-only transformer: token + learned position
-    embeddings, `layers` blocks of causal self-attention and a 4x GELU
-    MLP, each after a LayerNormalization and added back; a final
-    LayerNormalization and a Dense to the vocabulary (logits)."""
+    """Pre-LN decoder-only transformer: learned token embeddings plus
+    fixed position codes, `layers` blocks of causal self-attention and a
+    4x GELU MLP, each after a LayerNormalization and added back; a final
+    LayerNormalization and a Dense to the vocabulary (logits).
+
+    The position codes are a randomly initialised `Embedding` table
+    applied to a constant (`arange`) while the model is built: Keras
+    evaluates it then, so the codes enter the graph as a constant and are
+    not trained (`model.weights` has no position table)."""
     import keras
     from keras import layers as kl
 
