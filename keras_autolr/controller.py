@@ -311,12 +311,30 @@ class AutoLRController:
             loss: mean training loss over those steps (NaN/inf allowed: a
                 non-finite loss during warmup ends it at once).
             num_steps: how many steps the mean covers, e.g. the chunk size
-                with `steps_per_execution`.
+                with `steps_per_execution`; at most one bin of the record
+                (`bin_steps`, which a chunk size divides).
 
         Returns:
             A `Report`: the LR of the next step, and what was decided.
+
+        Raises:
+            ValueError: `num_steps` is wider than a bin. One mean spread
+                over several bins would give the tests repeated values, on
+                which the noise estimate collapses (a flat loss then
+                passes for a fall and a blow-up); nothing is recorded.
         """
         check.check_int("num_steps", num_steps, 1)
+        width = self.record.bin_width
+        if num_steps > width:
+            raise ValueError(
+                f"Argument `num_steps` must be at most the width of a bin "
+                f"of the loss record ({width} steps): a mean of {num_steps} "
+                "steps spread over several bins makes the loss look "
+                "noiseless to the tests. Build the controller with "
+                f"`bin_steps={num_steps}` (a multiple of the chunk size), "
+                "or pass each step's loss to `update_steps()`. Received: "
+                f"num_steps={num_steps}"
+            )
         return self._advance(float(loss), num_steps, known=True)
 
     def update_steps(self, losses: Any) -> Report:
