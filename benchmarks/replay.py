@@ -32,10 +32,10 @@ layer-adapts every variable):
     python benchmarks/replay.py                       # lm, 28 runs, ~25 min
     python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
 
-`--quick`: the quick budgets, cells 1, 5 and 6; where no record matches, a
-synthetic stand-in, marked as such (s = 0.3 T, c = s - 2, minimum_lr = L =
-the ramp's LR at 0.27 T; grid best 3e-3, warmup 0.2). Writes `replay.json`
-and `replay.md` to `--out`.
+`--quick`: the quick budgets, cells 1, 5, 6 (and 8 for LAMB); where no
+record matches, a synthetic stand-in, marked as such (s = 0.3 T, c = s -
+2, minimum_lr = L = the ramp's LR at 0.27 T; grid best 3e-3, warmup 0.2).
+Writes `replay.json` and `replay.md` to `--out`.
 """
 
 import argparse
