@@ -5,7 +5,7 @@ Tasks (`tasks.py`; real data that ships inside a package, nothing is
 downloaded):
 
 - `lm`: pre-LN char-level transformer (2 layers, d=64, 4 heads, context
-  64) on the Python Language Reference topics (`pydoc_data.topics`, in
+  64, fixed position codes) on the Python Language Reference topics (`pydoc_data.topics`, in
   CPython's standard library); validation loss (nats/char), perplexity.
   B=32 and 128, 6 epochs (1,230 and 312 steps).
 - `digits`: CNN with BatchNormalization(momentum=0.9) on scikit-learn's
