@@ -19,20 +19,21 @@ the cells:
 3. `copy at minimum`: c = the ramp step of the record's minimum_lr
    (rounded down), the same s, L = minimum_lr;
 4. `copy at minimum, land at half`: c as in 3, L = minimum_lr / 2;
-5. `ramp to grid best`: c = s = the first ramp step at or above p*, L = p*;
-6. `grid best`: the grid's own schedule (linear warmup, cosine to 0);
+5. `land at grid best`: the same c and s, L = p*;
+6. `ramp to grid best`: c = s = the first ramp step at or above p*, L = p*;
+7. `grid best`: the grid's own schedule (linear warmup, cosine to 0);
 and the record's own metric as a reference row (`AutoLR run`). For LAMB,
-cells 1 and 6 again with `keras_autolr.LAMB` instead of Keras's, its
+cells 1 and 7 again with `keras_autolr.LAMB` instead of Keras's, its
 biases and normalisation weights (`EXCLUDED`) left out of the weight
 decay and the trust ratio, as BERT's LAMB does (Keras's LAMB decays and
 layer-adapts every variable):
-7. `as run, LAMB excluding biases and norms`;
-8. `grid best, LAMB excluding biases and norms`.
+8. `as run, LAMB excluding biases and norms`;
+9. `grid best, LAMB excluding biases and norms`.
 
-    python benchmarks/replay.py                       # lm, 28 runs, ~25 min
+    python benchmarks/replay.py                       # lm, 32 runs, ~30 min
     python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
 
-`--quick`: the quick budgets, cells 1, 5, 6 (and 8 for LAMB); where no
+`--quick`: the quick budgets, cells 1, 6, 7 (and 9 for LAMB); where no
 record matches, a synthetic stand-in, marked as such (s = 0.3 T, c = s -
 2, minimum_lr = L = the ramp's LR at 0.27 T; grid best 3e-3, warmup 0.2).
 Writes `replay.json` and `replay.md` to `--out`.
@@ -57,20 +58,21 @@ from provenance import environment  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
 PROGRESS = HERE / "results" / "suite.progress.jsonl"  # The suite's records.
-FULL = {"cells": [1, 2, 3, 4, 5, 6, 7, 8]}
-QUICK = {"cells": [1, 5, 6, 8]}
+FULL = {"cells": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
+QUICK = {"cells": [1, 6, 7, 9]}
 NAMES = {
     1: "as run",
     2: "land at half",
     3: "copy at minimum",
     4: "copy at minimum, land at half",
-    5: "ramp to grid best",
-    6: "grid best",
-    7: "as run, LAMB excluding biases and norms",
-    8: "grid best, LAMB excluding biases and norms",
+    5: "land at grid best",
+    6: "ramp to grid best",
+    7: "grid best",
+    8: "as run, LAMB excluding biases and norms",
+    9: "grid best, LAMB excluding biases and norms",
 }
-# Cells 7 and 8 (LAMB tables only): cells 1 and 6 on this optimizer.
-EXCLUDING = {7: 1, 8: 6}
+# Cells 8 and 9 (LAMB tables only): cells 1 and 7 on this optimizer.
+EXCLUDING = {8: 1, 9: 7}
 # Biases, and the scales and offsets of LayerNormalization and
 # BatchNormalization.
 EXCLUDED = ["bias", "gamma", "beta"]
@@ -173,7 +175,7 @@ def synthetic(total_steps):
 def plan(record, best, total_steps, numbers, optimizer="adamp"):
     """The cells `numbers` of one table: copy step, switch step and
     landing LR of a replay, or the grid's peak and warmup fraction; cells
-    7 and 8 with `optimizer` LAMB only."""
+    8 and 9 with `optimizer` LAMB only."""
     s = record["autolr_switch_step"]
     c = record.get("autolr_restored_copy_at_switch")
     c = s if c is None else c
@@ -186,7 +188,8 @@ def plan(record, best, total_steps, numbers, optimizer="adamp"):
         replays[4] = (at_minimum, s, minimum / 2)
     if best is not None:
         top = math.ceil(ramp_step(best["peak_lr"], total_steps) - 1e-9)
-        replays[5] = (top, top, best["peak_lr"])
+        replays[5] = (c, s, best["peak_lr"])
+        replays[6] = (top, top, best["peak_lr"])
 
     def schedule(n):
         if n in replays:
@@ -195,7 +198,7 @@ def plan(record, best, total_steps, numbers, optimizer="adamp"):
             cell.update(lost_steps=switch - copy, landing_lr=landing)
             cell["ramp_lr_at_copy"] = ramp_lr(copy, total_steps)
             return cell
-        if n == 6 and best is not None:
+        if n == 7 and best is not None:
             cell = dict(landing_lr=best["peak_lr"])
             return dict(cell, warmup_fraction=best["warmup_fraction"])
         return None

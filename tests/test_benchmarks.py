@@ -144,7 +144,7 @@ def test_switch_ceiling_quick(tmp_path):
 
 @pytest.mark.slow
 def test_replay_quick(tmp_path):
-    # No progress file: the synthetic stand-in, cells 1, 5 and 6 trained.
+    # No progress file: the synthetic stand-in, cells 1, 6, 7 and 9 trained.
     missing = tmp_path / "none.progress.jsonl"
     args = ["--quick", "--tasks", "lm", "--optimizers", "lamb"]
     args += ["--workers", "1", "--out", str(tmp_path)]
