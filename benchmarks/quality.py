@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shlex
@@ -42,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import resumable
 
 HERE = Path(__file__).resolve().parent
 FORMAT_VERSION = 1
@@ -562,109 +562,36 @@ def plan_reruns(settings, methods, done):
     return specs
 
 
-def load_progress(path, fp):
-    """Recorded runs of this fingerprint, by key; skips torn lines."""
-    done = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("fingerprint") == fp:
-            done[record["key"]] = record
-    return done
-
-
-def append_progress(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class Runner:
-    """Runs the specs not yet recorded, here or in worker processes.
-
-    Each finished run is appended to the progress file at once, by this
-    process only, so an interruption loses at most the runs in flight.
-    """
-
-    def __init__(self, args, settings, progress, fp):
-        self.workers = args.workers
-        self.threads = args.threads
-        self.epochs = settings["epochs"]
-        self.data_args = (
-            args.cache_dir,
-            settings["train_size"],
-            settings["test_size"],
-            settings["data_seed"],
-        )
-        self.progress = progress
-        self.fp = fp
-        self.code = code_version()
-        self.done = load_progress(progress, fp)
-        # Runs to redo once in this invocation, even where recorded.
-        self.stale = {
-            key
-            for key, record in self.done.items()
-            if record["method"] in (args.rerun or ())
-        }
-
-    def run(self, name, specs):
-        todo = [
-            s
-            for s in specs
-            if run_key(s) not in self.done or run_key(s) in self.stale
-        ]
-        print(f"{name}: {len(specs)} runs, {len(todo)} to do.", flush=True)
-        if not todo:
-            return
-        if self.workers == 1:
-            _init_worker(self.threads, self.data_args)
-            records = (_worker_run(s, self.epochs) for s in todo)
-            for i, record in enumerate(records, 1):
-                self._record(record, i, len(todo))
-            return
-        context = multiprocessing.get_context("spawn")
-        # Leaving the block for any reason (Ctrl-C, SIGTERM, an error)
-        # terminates the workers at once; finished runs are already saved.
-        with context.Pool(
-            min(self.workers, len(todo)),
-            initializer=_init_worker,
-            initargs=(self.threads, self.data_args, True),
-        ) as pool:
-            jobs = [(s, self.epochs) for s in todo]
-            records = pool.imap_unordered(_worker_job, jobs)
-            for i, record in enumerate(records, 1):
-                self._record(record, i, len(todo))
-
-    def _record(self, record, i, num):
-        record.update(fingerprint=self.fp, code=self.code)
-        append_progress(self.progress, record)
-        self.done[record["key"]] = record
-        self.stale.discard(record["key"])
-        print(f"[{i}/{num}] {describe(record)}", flush=True)
+def make_runner(args, settings, progress, fp, data_args):
+    """The runner of the plan's runs, resumable from `progress`; workers
+    load the data of `make_data(*data_args)`."""
+    return resumable.Runner(
+        progress,
+        fingerprint_of=lambda record: fp,
+        code=code_version(),
+        key=run_key,
+        work=_worker_run,
+        job=lambda spec: (spec, settings["epochs"]),
+        init=_init_worker,
+        init_args=(args.threads, data_args),
+        describe=describe,
+        workers=args.workers,
+        rerun=args.rerun,
+    )
 
 
 _WORKER = {}
 
 
-def _init_worker(threads, data_args, child=False):
+def _init_worker(threads, data_args):
     """Sets the threads and loads the data, once per process."""
-    if child:  # Ctrl-C is the parent's to handle: it ends the pool.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "data" not in _WORKER:
         configure_threads(threads)
         _WORKER.update(data=load_data(*data_args), threads=threads)
 
 
-def _worker_job(job):
-    return _worker_run(*job)
-
-
-def _worker_run(spec, epochs):
+def _worker_run(job):
+    spec, epochs = job
     record = train_one(spec, _WORKER["data"], epochs)
     record.update(key=run_key(spec), threads=_WORKER["threads"])
     return record
@@ -1094,8 +1021,14 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(settings)
     progress = args.out / "quality.progress.jsonl"
-    runner = Runner(args, settings, progress, fp)
-    make_data(*runner.data_args)  # Once, before any worker starts.
+    data_args = (
+        args.cache_dir,
+        settings["train_size"],
+        settings["test_size"],
+        settings["data_seed"],
+    )
+    make_data(*data_args)  # Once, before any worker starts.
+    runner = make_runner(args, settings, progress, fp, data_args)
     try:
         done = run_plan(runner, settings, methods)
     except KeyboardInterrupt:

@@ -5,8 +5,9 @@ Tasks (`tasks.py`; real data that ships inside a package, nothing is
 downloaded):
 
 - `lm`: pre-LN char-level transformer (2 layers, d=64, 4 heads, context
-  64, fixed position codes) on the Python Language Reference topics (`pydoc_data.topics`, in
-  CPython's standard library); validation loss (nats/char), perplexity.
+  64, fixed position codes) on the Python Language Reference topics
+  (`pydoc_data.topics`, in CPython's standard library); validation loss
+  (nats/char), perplexity.
   B=32 and 128, 6 epochs (1,230 and 312 steps).
 - `digits`: CNN with BatchNormalization(momentum=0.9) on scikit-learn's
   8x8 handwritten digits; test accuracy. B=32 and 256, 50 epochs (2,250
@@ -58,7 +59,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shlex
 import signal
@@ -68,10 +68,10 @@ from pathlib import Path
 
 import numpy as np
 import quality
+import resumable
 from quality import (
     _interrupt,
     _schedule_settings,
-    append_progress,
     code_version,
     configure_threads,
     environment,
@@ -549,80 +549,40 @@ def load_progress(path, fps):
 def all_records(path, fps):
     """Every recorded run whose fingerprint matches its task's, oldest
     first: reruns after a change to AutoLR keep the records before it."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # A line torn by an interruption.
-            continue
-        if record.get("fingerprint") == fps.get(record.get("task")):
-            records.append(record)
-    return records
+    return resumable.read_records(path, _fingerprint_in(fps))
+
+
+def _fingerprint_in(fps):
+    return lambda record: fps.get(record.get("task"))
 
 
 # ----------------------------------------------------------------------
 # Running, resumable, in worker processes.
 
 
-class Runner:
-    """Runs the specs not yet recorded; appends each record at once."""
-
-    def __init__(self, args, settings, progress):
-        self.workers, self.threads = args.workers, args.threads
-        self.job = (str(args.cache_dir), settings["quick"])
-        self.progress = progress
-        self.fps = {t: fingerprint(settings, t) for t in settings["tasks"]}
-        self.code = code_version()
-        self.done = load_progress(progress, self.fps)
-        self.stale = {
-            key
-            for key, record in self.done.items()
-            if record["method"] in (args.rerun or ())
-        }
-
-    def run(self, name, specs):
-        todo = [
-            s
-            for s in specs
-            if run_key(s) not in self.done or run_key(s) in self.stale
-        ]
-        print(f"{name}: {len(specs)} runs, {len(todo)} to do.", flush=True)
-        if not todo:
-            return
-        if self.workers == 1:
-            _init_worker(self.threads)
-            for i, spec in enumerate(todo, 1):
-                self._record(_worker_run((spec, *self.job)), i, len(todo))
-            return
-        context = multiprocessing.get_context("spawn")
-        # Leaving the block for any reason terminates the workers at once.
-        with context.Pool(
-            min(self.workers, len(todo)),
-            initializer=_init_worker,
-            initargs=(self.threads, True),
-        ) as pool:
-            jobs = [(spec, *self.job) for spec in todo]
-            for i, record in enumerate(
-                pool.imap_unordered(_worker_run, jobs), 1
-            ):
-                self._record(record, i, len(todo))
-
-    def _record(self, record, i, num):
-        record.update(fingerprint=self.fps[record["task"]], code=self.code)
-        append_progress(self.progress, record)
-        self.done[record["key"]] = record
-        self.stale.discard(record["key"])
-        print(f"[{i}/{num}] {describe(record)}", flush=True)
+def make_runner(args, settings, progress, fps):
+    """The runner of the plan's runs, resumable from `progress`; `fps`:
+    each task's fingerprint."""
+    job = (str(args.cache_dir), settings["quick"])
+    return resumable.Runner(
+        progress,
+        fingerprint_of=_fingerprint_in(fps),
+        code=code_version(),
+        key=run_key,
+        work=_worker_run,
+        job=lambda spec: (spec, *job),
+        init=_init_worker,
+        init_args=(args.threads,),
+        describe=describe,
+        workers=args.workers,
+        rerun=args.rerun,
+    )
 
 
 _WORKER = {"data": {}}
 
 
-def _init_worker(threads, child=False):
-    if child:  # Ctrl-C is the parent's to handle: it ends the pool.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _init_worker(threads):
     if "threads" not in _WORKER:
         configure_threads(threads)
         _WORKER["threads"] = threads
@@ -1262,7 +1222,8 @@ def main(argv=None):
     methods = [m for m in METHODS if m in (args.only or METHODS)]
     args.out.mkdir(parents=True, exist_ok=True)
     progress = args.out / f"{NAME}.progress.jsonl"
-    runner = Runner(args, settings, progress)
+    fps = {t: fingerprint(settings, t) for t in settings["tasks"]}
+    runner = make_runner(args, settings, progress, fps)
     if "mnist1d" in settings["tasks"]:  # Generate once, before the workers.
         data = settings["tasks"]["mnist1d"]["data"]
         quality.make_data(
@@ -1295,7 +1256,7 @@ def main(argv=None):
         "wall_time_s": round(time.perf_counter() - start, 1),
         "sum_run_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
         "num_runs": len(runs),
-        "fingerprints": runner.fps,
+        "fingerprints": fps,
         "code": runner.code,
         "environment": environment(args.workers, args.threads),
     }
@@ -1316,7 +1277,7 @@ def main(argv=None):
     }
     (args.out / f"{NAME}.json").write_text(json.dumps(payload, indent=1) + "\n")
     meta["median_run_s"] = {tuple(k.split("|")): v for k, v in medians.items()}
-    history = autolr_history(settings, all_records(progress, runner.fps))
+    history = autolr_history(settings, all_records(progress, fps))
     payload["autolr_history"] = history
     (args.out / f"{NAME}.json").write_text(json.dumps(payload, indent=1) + "\n")
     write_markdown(

@@ -1,0 +1,62 @@
+"""benchmarks/resumable.py: the progress file and the runner of the suite
+and quality benchmarks."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import resumable  # noqa: E402
+
+
+def make_runner(progress, workers, rerun=()):
+    # Stand-ins from the standard library, which worker processes can
+    # import: a job is the record as JSON, and the work parses it.
+    return resumable.Runner(
+        progress,
+        fingerprint_of=lambda record: "fp1",
+        code="c1",
+        key=lambda spec: spec["key"],
+        work=json.loads,
+        job=json.dumps,
+        init=os.getpid,
+        init_args=(),
+        describe=lambda record: record["key"],
+        workers=workers,
+        rerun=rerun,
+    )
+
+
+def keys(progress):
+    return [r["key"] for r in resumable.read_records(progress, lambda r: "fp1")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_what_is_not_recorded_once_and_resumes(tmp_path, workers):
+    progress = tmp_path / "runs.progress.jsonl"
+    progress.write_text(
+        '{"key": "a", "method": "m", "fingerprint": "fp1", "code": "c0"}\n'
+        '{"key": "b", "meth\n'  # Torn by an interruption: skipped.
+        '{"key": "b", "method": "m", "fingerprint": "other"}\n'
+    )
+    specs = [{"key": k, "method": "m"} for k in "abc"]
+    runner = make_runner(progress, workers)
+    assert list(runner.done) == ["a"]  # The other settings' "b" is not.
+    runner.run("all", specs)
+    assert keys(progress)[0] == "a" and sorted(keys(progress)) == list("abc")
+    records = resumable.read_records(progress, lambda r: "fp1")
+    assert [r["code"] for r in records] == ["c0", "c1", "c1"]
+    assert set(runner.done) == set("abc")
+
+    # The same plan again: nothing to do.
+    make_runner(progress, workers).run("all", specs)
+    assert len(keys(progress)) == 3
+    # With the method to rerun: every run once more, then nothing.
+    again = make_runner(progress, workers, rerun=["m"])
+    again.run("all", specs)
+    again.run("all", specs)
+    assert sorted(keys(progress)) == sorted("abc" * 2)
+    assert not again.stale
