@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import resumable
+import resumable_runs
 
 HERE = Path(__file__).resolve().parent
 FORMAT_VERSION = 1
@@ -565,7 +565,7 @@ def plan_reruns(settings, methods, done):
 def make_runner(args, settings, progress, fp, data_args):
     """The runner of the plan's runs, resumable from `progress`; workers
     load the data of `make_data(*data_args)`."""
-    return resumable.Runner(
+    return resumable_runs.Runner(
         progress,
         fingerprint_of=lambda record: fp,
         code=code_version(),

@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import quality
-import resumable
+import resumable_runs
 from quality import (
     _interrupt,
     _schedule_settings,
@@ -549,7 +549,7 @@ def load_progress(path, fps):
 def all_records(path, fps):
     """Every recorded run whose fingerprint matches its task's, oldest
     first: reruns after a change to AutoLR keep the records before it."""
-    return resumable.read_records(path, _fingerprint_in(fps))
+    return resumable_runs.read_records(path, _fingerprint_in(fps))
 
 
 def _fingerprint_in(fps):
@@ -564,7 +564,7 @@ def make_runner(args, settings, progress, fps):
     """The runner of the plan's runs, resumable from `progress`; `fps`:
     each task's fingerprint."""
     job = (str(args.cache_dir), settings["quick"])
-    return resumable.Runner(
+    return resumable_runs.Runner(
         progress,
         fingerprint_of=_fingerprint_in(fps),
         code=code_version(),

@@ -1,4 +1,4 @@
-"""benchmarks/resumable.py: the progress file and the runner of the suite
+"""benchmarks/resumable_runs.py: the progress file and the runner of the suite
 and quality benchmarks."""
 
 import json
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import resumable  # noqa: E402
+import resumable_runs  # noqa: E402
 
 
 def make_runner(progress, workers, rerun=()):
     # Stand-ins from the standard library, which worker processes can
     # import: a job is the record as JSON, and the work parses it.
-    return resumable.Runner(
+    return resumable_runs.Runner(
         progress,
         fingerprint_of=lambda record: "fp1",
         code="c1",
@@ -31,7 +31,9 @@ def make_runner(progress, workers, rerun=()):
 
 
 def keys(progress):
-    return [r["key"] for r in resumable.read_records(progress, lambda r: "fp1")]
+    return [
+        r["key"] for r in resumable_runs.read_records(progress, lambda r: "fp1")
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -47,7 +49,7 @@ def test_runs_what_is_not_recorded_once_and_resumes(tmp_path, workers):
     assert list(runner.done) == ["a"]  # The other settings' "b" is not.
     runner.run("all", specs)
     assert keys(progress)[0] == "a" and sorted(keys(progress)) == list("abc")
-    records = resumable.read_records(progress, lambda r: "fp1")
+    records = resumable_runs.read_records(progress, lambda r: "fp1")
     assert [r["code"] for r in records] == ["c0", "c1", "c1"]
     assert set(runner.done) == set("abc")
 
