@@ -324,16 +324,9 @@ class AutoLRController:
                 passes for a fall and a blow-up); nothing is recorded.
         """
         check.check_int("num_steps", num_steps, 1)
-        width = self.record.bin_width
-        if num_steps > width:
+        if num_steps > self.record.bin_width:
             raise ValueError(
-                f"Argument `num_steps` must be at most the width of a bin "
-                f"of the loss record ({width} steps): a mean of {num_steps} "
-                "steps spread over several bins makes the loss look "
-                "noiseless to the tests. Build the controller with "
-                f"`bin_steps={num_steps}` (a multiple of the chunk size), "
-                "or pass each step's loss to `update_steps()`. Received: "
-                f"num_steps={num_steps}"
+                messages.mean_wider_than_a_bin(num_steps, self.record)
             )
         return self._advance(float(loss), num_steps, known=True)
 

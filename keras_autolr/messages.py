@@ -94,3 +94,16 @@ def rescue_warning(event: dict[str, Any]) -> str:
         f"LR {event['lr_before']:.4g}); the decay restarts at LR "
         f"{event['peak_lr']:.4g}."
     )
+
+
+def mean_wider_than_a_bin(num_steps: int, record: Any) -> str:
+    """The error of `AutoLRController.update` for a mean of more steps than
+    a bin of the loss record `record` holds."""
+    return (
+        "Argument `num_steps` must be at most the width of a bin of the "
+        f"loss record ({record.bin_width} steps): a mean of {num_steps} "
+        "steps spread over several bins makes the loss look noiseless to "
+        f"the tests. Build the controller with `bin_steps={num_steps}` (a "
+        "multiple of the chunk size), or pass each step's loss to "
+        f"`update_steps()`. Received: num_steps={num_steps}"
+    )
