@@ -205,14 +205,13 @@ def plan(record, best, total_steps, numbers, optimizer="adamp"):
 
     cells = []
     for n in numbers:
-        if n not in EXCLUDING:
-            cell = schedule(n)
-        elif optimizer == "lamb" and schedule(EXCLUDING[n]) is not None:
-            cell = dict(schedule(EXCLUDING[n]), optimizer="lamb_excluding")
-        else:
-            cell = None
+        if n in EXCLUDING and optimizer != "lamb":
+            continue
+        cell = schedule(EXCLUDING.get(n, n))
         if cell is None:
             continue
+        if n in EXCLUDING:
+            cell["optimizer"] = "lamb_excluding"
         ratio = None if minimum is None else cell["landing_lr"] / minimum
         cells.append(dict(cell, name=NAMES[n], landing_over_minimum=ratio))
     return cells
