@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_autolr import _validation as check
 from keras_autolr import (
+    controller_state,
     decisions,
     loss_stats,
     messages,
@@ -36,7 +37,6 @@ from keras_autolr.warmup import WarmupTests
 
 WARMUP = "warmup"
 DECAY = "decay"
-_STATE_FORMAT = 3
 
 
 class AutoLRController:
@@ -129,20 +129,15 @@ class AutoLRController:
     def reference(
         cls, total_steps: int, steps_per_epoch: int, **overrides: Any
     ) -> AutoLRController:
-        """The AutoWU paper's setting (Kim et al., 2021) in one call.
-
+        """The AutoWU paper's setting (Kim et al., 2021) in one call:
         `keras_autolr.reference` documents each option against the paper
-        and its public code, and the differences that remain: one test per
-        epoch acting at the step where it ran, `min_lr=1e-5`,
-        `max_warmup_fraction=0.5`, `patience=3`, the GP's vote alone
-        (`filters=False`) and `decay="constant_cosine"`.
+        and its public code, and the differences that remain.
 
         Args:
             total_steps: the step budget, `epochs * steps_per_epoch`.
             steps_per_epoch: steps in one epoch: the test period.
             **overrides: any other `AutoLRController` argument, replacing
-                the reference's value (e.g. `smoother="tfp"`, or
-                `act_at_once=False`).
+                the reference's value (e.g. `smoother="tfp"`).
 
         Example:
 
@@ -177,25 +172,19 @@ class AutoLRController:
         bin values are stored as `None`. Waits for a test in flight: the
         state holds its answer.
         """
-        return {
-            "format": _STATE_FORMAT,
-            "config": self.get_config(),
-            "record": self.record.get_state(),
-            "plan": self.plan.get_state(),
-            "warmup": self.warmup_tests.get_state(),
-            "check_mark": self._check_mark,
-            "events": self._events.get_state(),
-        }
+        return controller_state.pack(
+            self.get_config(),
+            record=self.record.get_state(),
+            plan=self.plan.get_state(),
+            warmup=self.warmup_tests.get_state(),
+            check_mark=self._check_mark,
+            events=self._events.get_state(),
+        )
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AutoLRController:
         """A controller rebuilt from a `get_state()` (e.g. a saved file)."""
-        if not isinstance(state, dict) or "config" not in state:
-            raise ValueError(
-                "Not an AutoLRController state: expected a dict from "
-                f"get_state(). Received: {type(state).__name__}"
-            )
-        controller = cls(**state["config"])
+        controller = cls(**controller_state.config_of(state))
         controller.set_state(state)
         return controller
 
@@ -205,28 +194,12 @@ class AutoLRController:
         Raises:
             ValueError: if the state is of another format or configuration.
         """
-        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-            raise ValueError(
-                "Not an AutoLRController state of format "
-                f"{_STATE_FORMAT}. Received keys: "
-                f"{sorted(state) if isinstance(state, dict) else state!r}"
-            )
-        if state["config"] != self.get_config():
-            diff = {
-                k: (v, state["config"].get(k))
-                for k, v in self.get_config().items()
-                if state["config"].get(k) != v
-            }
-            raise ValueError(
-                "The saved AutoLR state was made with other settings "
-                f"(this run's value, saved value): {diff}. Resume with the "
-                "settings of the saved run, or start without the state."
-            )
-        self.record.set_state(state["record"])
-        self.plan.set_state(state["plan"])
-        self.warmup_tests.set_state(state["warmup"])
-        self._check_mark = int(state["check_mark"])
-        self._events.set_state(state["events"])
+        parts = controller_state.unpack(state, self.get_config())
+        self.record.set_state(parts["record"])
+        self.plan.set_state(parts["plan"])
+        self.warmup_tests.set_state(parts["warmup"])
+        self._check_mark = int(parts["check_mark"])
+        self._events.set_state(parts["events"])
 
     # ------------------------------------------------------------------
     # Read-only views.
