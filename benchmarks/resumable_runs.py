@@ -12,6 +12,18 @@ import json
 import multiprocessing
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+
+# A worker that dies (at start, or in a run) ends the benchmark with this
+# rather than being replaced by another that dies the same way.
+WORKER_DIED = (
+    "A benchmark worker process died. If it died at start, a fresh Python "
+    "process cannot import the benchmark (is a module shadowed on "
+    "sys.path?) or its initializer failed; otherwise it ran out of memory "
+    "or crashed. The runs recorded so far are kept: run the same command "
+    "with --workers 1 to see the error."
+)
 
 
 def read_records(path, fingerprint_of):
@@ -103,16 +115,25 @@ class Runner:
                 self._record(self.work(job), i, len(todo))
             return
         context = multiprocessing.get_context("spawn")
-        # Leaving the block for any reason (Ctrl-C, SIGTERM, an error)
-        # terminates the workers at once; finished runs are already saved.
-        with context.Pool(
+        pool = ProcessPoolExecutor(
             min(self.workers, len(todo)),
+            mp_context=context,
             initializer=_start_worker,
             initargs=(self.init, self.init_args),
-        ) as pool:
-            records = pool.imap_unordered(self.work, jobs)
-            for i, record in enumerate(records, 1):
-                self._record(record, i, len(todo))
+        )
+        try:
+            futures = [pool.submit(self.work, job) for job in jobs]
+            for i, future in enumerate(as_completed(futures), 1):
+                self._record(future.result(), i, len(todo))
+        except BrokenProcessPool as error:
+            _stop(pool)
+            raise RuntimeError(WORKER_DIED) from error
+        except BaseException:
+            # Ctrl-C, SIGTERM, an error: the workers stop at once; the
+            # finished runs are already saved.
+            _stop(pool)
+            raise
+        pool.shutdown()
 
     def _record(self, record, i, num):
         record.update(fingerprint=self.fingerprint_of(record), code=self.code)
@@ -120,6 +141,13 @@ class Runner:
         self.done[record["key"]] = record
         self.stale.discard(record["key"])
         print(f"[{i}/{num}] {self.describe(record)}", flush=True)
+
+
+def _stop(pool):
+    """Cancels the runs not started and terminates the workers."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in multiprocessing.active_children():
+        child.terminate()
 
 
 def _start_worker(init, init_args):

@@ -2,8 +2,11 @@
 and quality benchmarks."""
 
 import json
+import multiprocessing
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,35 @@ def test_runs_what_is_not_recorded_once_and_resumes(tmp_path, workers):
     again.run("all", specs)
     assert sorted(keys(progress)) == sorted("abc" * 2)
     assert not again.stale
+
+
+@pytest.mark.parametrize("where", ["at start", "in a run"])
+def test_a_worker_that_dies_ends_the_run_with_a_clear_error(tmp_path, where):
+    """A pool that replaced each dead worker would wait forever."""
+    progress = tmp_path / "runs.progress.jsonl"
+    runner = make_runner(progress, workers=2)
+    if where == "at start":
+        runner.init, runner.init_args = os._exit, (3,)
+    else:
+        runner.work = os._exit  # Its job, a JSON string, is not an int...
+        runner.job = lambda spec: 3  # ...so the job is the exit status.
+    outcome = {}
+
+    def run():
+        try:
+            runner.run("all", [{"key": k, "method": "m"} for k in "ab"])
+        except RuntimeError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the runner still waits on dead workers"
+    assert "worker process died" in str(outcome["error"])
+    assert "--workers 1" in str(outcome["error"])
+    assert keys(progress) == []
+    # No worker is left running (a terminated one may take a moment to go).
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
