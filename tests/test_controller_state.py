@@ -18,13 +18,13 @@ def test_pack_then_unpack_gives_back_each_part():
 
 
 def test_a_state_of_other_settings_is_refused_naming_each_difference():
-    state = AutoLRController(total_steps=600, patience=2).get_state()
-    other = AutoLRController(total_steps=700).get_config()
+    state = AutoLRController(total_steps=600, patience=5).get_state()
+    other = AutoLRController(total_steps=700, patience=4).get_config()
     with pytest.raises(ValueError) as info:
         controller_state.unpack(state, other)
     text = str(info.value)
     assert "'total_steps': (700, 600)" in text
-    assert "'patience': (3, 2)" in text
+    assert "'patience': (4, 5)" in text
     assert "'min_lr'" not in text
 
 
