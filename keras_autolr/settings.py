@@ -41,7 +41,7 @@ class Settings:
             and of `chunk_steps`. `None` picks about 100 tests over the
             warmup cap. Defaults to `None`.
         patience: consecutive positive tests needed to end warmup.
-            Defaults to `3`.
+            Defaults to `2`.
         num_tests: posteriors that vote in each test. Defaults to `5`.
         confidence: probability above which a posterior votes "past the
             minimum". Defaults to `0.95`.
@@ -102,7 +102,7 @@ class Settings:
     decay: str = "cosine"
     cooldown_fraction: float = 0.2
     check_every: int | None = None
-    patience: int = 3
+    patience: int = 2
     num_tests: int = 5
     confidence: float = 0.95
     bin_steps: int = 1
