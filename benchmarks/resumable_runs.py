@@ -115,6 +115,7 @@ class Runner:
                 self._record(self.work(job), i, len(todo))
             return
         context = multiprocessing.get_context("spawn")
+        others = set(multiprocessing.active_children())
         pool = ProcessPoolExecutor(
             min(self.workers, len(todo)),
             mp_context=context,
@@ -126,12 +127,12 @@ class Runner:
             for i, future in enumerate(as_completed(futures), 1):
                 self._record(future.result(), i, len(todo))
         except BrokenProcessPool as error:
-            _stop(pool)
+            _stop(pool, others)
             raise RuntimeError(WORKER_DIED) from error
         except BaseException:
             # Ctrl-C, SIGTERM, an error: the workers stop at once; the
             # finished runs are already saved.
-            _stop(pool)
+            _stop(pool, others)
             raise
         pool.shutdown()
 
@@ -143,10 +144,11 @@ class Runner:
         print(f"[{i}/{num}] {self.describe(record)}", flush=True)
 
 
-def _stop(pool):
-    """Cancels the runs not started and terminates the workers."""
+def _stop(pool, others):
+    """Cancels the runs not started and terminates the pool's workers: the
+    child processes that are not among `others`, those that ran before."""
     pool.shutdown(wait=False, cancel_futures=True)
-    for child in multiprocessing.active_children():
+    for child in set(multiprocessing.active_children()) - others:
         child.terminate()
 
 

@@ -78,6 +78,11 @@ def test_a_worker_that_dies_ends_the_run_with_a_clear_error(tmp_path, where):
         runner.work = os._exit  # Its job, a JSON string, is not an int...
         runner.job = lambda spec: 3  # ...so the job is the exit status.
     outcome = {}
+    # A child process of the caller's own: the runner leaves it alone.
+    bystander = multiprocessing.get_context("spawn").Process(
+        target=time.sleep, args=(60,)
+    )
+    bystander.start()
 
     def run():
         try:
@@ -92,6 +97,10 @@ def test_a_worker_that_dies_ends_the_run_with_a_clear_error(tmp_path, where):
     assert "worker process died" in str(outcome["error"])
     assert "--workers 1" in str(outcome["error"])
     assert keys(progress) == []
+    bystander.join(timeout=2)  # Returns at once if it was terminated.
+    assert bystander.is_alive()
+    bystander.terminate()
+    bystander.join()
     # No worker is left running (a terminated one may take a moment to go).
     deadline = time.monotonic() + 30
     while multiprocessing.active_children() and time.monotonic() < deadline:
