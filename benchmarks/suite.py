@@ -5,7 +5,7 @@ Tasks (`tasks.py`; real data that ships inside a package, nothing is
 downloaded):
 
 - `lm`: pre-LN char-level transformer (2 layers, d=64, 4 heads, context
-  64, fixed position codes) on the Python Language Reference topics
+  64, learned position table) on the Python Language Reference topics
   (`pydoc_data.topics`, in CPython's standard library); validation loss
   (nats/char), perplexity.
   B=32 and 128, 6 epochs (1,230 and 312 steps).
@@ -282,6 +282,8 @@ def fingerprint(settings, task):
         "weight_decay": WEIGHT_DECAY,
         "format": FORMAT_VERSION,
     }
+    if TASKS[task].revision:
+        blob["revision"] = TASKS[task].revision
     text = json.dumps(blob, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
