@@ -372,8 +372,7 @@ TASKS = {
             quick=Budget(3, (64,), {"chars": 30_000}),
             adamp_lrs=LRS_LOW,
             lamb_lrs=LRS_LOW,
-            # 1: the position table is trained (it was a constant).
-            revision=1,
+            revision=1,  # Its position table a trained weight.
         ),
         Task(
             name="digits",
