@@ -942,36 +942,41 @@ def autolr_history(settings, records):
 
 
 def _history_section(settings, history):
+    """One table per task: a row per code version (oldest first), a column
+    per batch size and AutoLR method."""
     codes = list(dict.fromkeys(h["code"] for h in history))
     parts = [
+        "",
         "## AutoLR by code version",
         "",
         "The AutoLR rows of each code version recorded in the progress file "
         "(the tables above report the newest with every option at its "
         "default), and of the candidate defaults run with "
-        "`--autolr-options` (the code version, then the options): mean over "
-        "seeds, and the median overshoot in brackets; a cell of fewer seeds "
-        "than the plan's says how many.",
+        "`--autolr-options` (the code version, then the options), oldest "
+        "first: mean over seeds, and the median overshoot in brackets; a "
+        "cell of fewer seeds than the plan's says how many.",
         "",
-        "| task | B | method | " + " | ".join(f"`{c}`" for c in codes) + " |",
-        "|---|---|---|" + "---|" * len(codes),
     ]
     cells = {
         (h["code"], h["task"], h["batch_size"], h["method"]): h for h in history
     }
     seeds = len(settings["seeds"])
     for task, info in settings["tasks"].items():
-        for b in info["batch_sizes"]:
-            for method in AUTOLR:
-                row = []
-                for code in codes:
-                    h = cells.get((code, task, b, method))
-                    row.append(_history_cell(task, h, seeds))
-                if any(c != "-" for c in row):
-                    parts.append(
-                        f"| {task} | {b} | {method} | " + " | ".join(row) + " |"
-                    )
-    return [*parts, ""]
+        columns = [(b, m) for b in info["batch_sizes"] for m in AUTOLR]
+        rows = []
+        for code in codes:
+            row = [
+                _history_cell(task, cells.get((code, task, b, m)), seeds)
+                for b, m in columns
+            ]
+            if any(c != "-" for c in row):
+                rows.append(f"| `{code}` | " + " | ".join(row) + " |")
+        if not rows:
+            continue
+        header = " | ".join(f"B={b} {m}" for b, m in columns)
+        parts += [f"### {task}", "", f"| code | {header} |"]
+        parts += ["|---|" + "---|" * len(columns), *rows, ""]
+    return parts
 
 
 def _history_cell(task, h, seeds):

@@ -173,13 +173,14 @@ def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     assert [r["key"] for r in again["runs"]] == [r["key"] for r in default]
     text = (out / "suite.md").read_text()
     assert f"`{record['code']} patience=2`" in text
-    row = next(
-        line
-        for line in text.splitlines()
-        if line.startswith("| digits | 128 | autolr_adamp |")
-    )
-    last = row.rstrip(" |").split(" | ")[-1]  # The candidate's cell.
-    assert last.startswith(f"{100 * record['test_accuracy']:.2f} (")
+    # In the digits table, the candidate's row and its B=128 AdamP column.
+    history = text.split("## AutoLR by code version")[1]
+    table = history.split("### digits\n")[1].strip().split("\n\n")[0]
+    table = table.splitlines()
+    assert table[0].startswith("| code | B=128 autolr_adamp |")
+    row = next(r for r in table if r.startswith(f"| `{record['code']} pat"))
+    cell = row.split(" | ")[1]
+    assert cell.startswith(f"{100 * record['test_accuracy']:.2f} (")
 
 
 def test_lm_trains_its_position_table(monkeypatch):
