@@ -12,8 +12,8 @@ BatchNorm statistics still move at LR 0).
 
 Per task, batch size, optimizer (AdamP and LAMB) and seed, from the
 newest AutoLR record with default options in the suite's progress file and
-the grid's best cell on seed 0 (peak p*, as `suite.best_cell` chooses it),
-the cells:
+the grid's best cell on seed 0 (peak p*, as `suite_plan.best_cell` chooses
+it), the cells:
 1. `as run`: c, s and L of the record (c = s where nothing was restored);
 2. `land at half`: the same c and s, L = minimum_lr / 2;
 3. `copy at minimum`: c = the ramp step of the record's minimum_lr
@@ -52,7 +52,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import quality  # noqa: E402
-import suite  # noqa: E402  (its records, fingerprints and grid choice)
+import suite_plan  # noqa: E402  (its records, fingerprints and grid choice)
+import suite_report  # noqa: E402  (how a metric is shown)
 import switch_ceiling  # noqa: E402  (AutoLR's schedule, fixed)
 from provenance import environment  # noqa: E402
 from tasks import TASKS  # noqa: E402
@@ -94,18 +95,25 @@ def parse_args(argv=None):
         "--quick", action="store_true", help="a smoke test, ~1 minute"
     )
     parser.add_argument(
-        "--tasks", type=suite._names(TASKS), default=["lm"], help="tasks"
+        "--tasks",
+        type=suite_plan.parse_names(TASKS),
+        default=["lm"],
+        help="tasks",
     )
     parser.add_argument(
-        "--batch-sizes", type=suite._ints, help="batch sizes; None: the task's"
+        "--batch-sizes",
+        type=suite_plan.parse_ints,
+        help="batch sizes; None: the task's",
     )
     parser.add_argument(
         "--optimizers",
-        type=suite._names(OPTIMIZERS),
+        type=suite_plan.parse_names(OPTIMIZERS),
         default=list(OPTIMIZERS),
         help="optimizers",
     )
-    parser.add_argument("--seeds", type=suite._ints, default=[0], help="seeds")
+    parser.add_argument(
+        "--seeds", type=suite_plan.parse_ints, default=[0], help="seeds"
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument(
         "--cache-dir", type=Path, default=HERE / ".cache", help="data cache"
@@ -147,16 +155,16 @@ def find_sources(args, task, b, optimizer):
     progress file for `optimizer`, among the records of the task's current
     settings."""
     ns = argparse.Namespace(quick=args.quick, tasks=[task], seeds=None)
-    settings = suite.resolve_settings(ns)
-    fps = {task: suite.fingerprint(settings, task)}
-    done = suite.load_progress(args.progress, fps)
-    cell = suite.best_cell(settings, task, "grid_" + optimizer, b, done)
+    settings = suite_plan.resolve_settings(ns)
+    fps = {task: suite_plan.fingerprint(settings, task)}
+    done = suite_plan.load_progress(args.progress, fps)
+    cell = suite_plan.best_cell(settings, task, "grid_" + optimizer, b, done)
     best = cell and dict(peak_lr=cell[0], warmup_fraction=cell[1])
     if best is None and args.quick:
         best = dict(peak_lr=3e-3, warmup_fraction=0.2, synthetic=True)
     method = "autolr_" + optimizer
     newest = {}
-    for r in suite.all_records(args.progress, fps):
+    for r in suite_plan.all_records(args.progress, fps):
         mine = (r["task"], r["method"], r["batch_size"]) == (task, method, b)
         if mine and not r.get("autolr_options"):
             newest[r["seed"]] = r  # The file's order: the newest last.
@@ -297,7 +305,9 @@ def tables_and_jobs(args, cells):
                     continue
                 reference = plan(record, None, total, [1])[0]
                 reference.update(name="AutoLR run")
-                reference["metric"] = suite.metric_value(record, task.metric)
+                reference["metric"] = suite_plan.metric_value(
+                    record, task.metric
+                )
                 table = dict(task=name, batch_size=b, seed=seed)
                 table.update(optimizer=optimizer, total_steps=total)
                 keys = ("code", "key", "autolr_reason")
@@ -342,7 +352,7 @@ def write(out, meta, tables):
             f"{t['seed']}: AutoLR {source}",
             "",
             f"{t['total_steps']} steps; grid best: {grid}. Metric: "
-            f"{suite._unit(task)}.",
+            f"{suite_report.metric_unit(task)}.",
             "",
             "| cell | c | s | lost | ramp LR at c | L | L / minimum | metric |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -350,7 +360,7 @@ def write(out, meta, tables):
         for cell in [t["reference"], *t["cells"]]:
             row = [cell["name"], *(_f(cell.get(k), "d") for k in STEPS)]
             row += [_f(cell.get(k), ".3g") for k in LRS]
-            row.append(suite._show(task, cell["metric"]))
+            row.append(suite_report.show_metric(task, cell["metric"]))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines += [

@@ -117,6 +117,41 @@ def test_autolr_runs_report_the_overshoot(quick):
     assert len(report["verdicts"]) == 4
 
 
+def test_the_defaults_are_judged_against_the_goals(quick):
+    """The first row of the candidates' table counts the verdicts and the
+    overshoots of the report's own AutoLR runs."""
+    out, _, report = quick
+    defaults = report["candidates"][0]
+    assert defaults["code"] == "defaults"
+    assert defaults["runs"] == len(report["autolr_runs"]) == 4
+    for method in ("autolr_adamp", "autolr_lamb"):
+        verdicts = [v for v in report["verdicts"] if v["method"] == method]
+        assert len(verdicts) == 2
+        assert defaults[method] == {
+            "cells": 2,
+            "near_grid": sum(bool(v["near_grid"]) for v in verdicts),
+            "beats_alternatives": sum(
+                bool(v["beats_alternatives"]) for v in verdicts
+            ),
+        }
+    overshoots = sorted(row["overshoot"] for row in report["autolr_runs"])
+    assert defaults["median_overshoot"] == pytest.approx(
+        (overshoots[1] + overshoots[2]) / 2
+    )
+    assert defaults["largest_overshoot"] == overshoots[-1]
+    assert defaults["overshoot_at_most_4"] == sum(v <= 4 for v in overshoots)
+    # The code version that ran them covers the same plan: the same row.
+    (version,) = report["candidates"][1:]
+    assert {**version, "code": "defaults"} == defaults
+    text = (out / "suite.md").read_text()
+    assert "## Candidate defaults against the goals" in text
+    adamp = defaults["autolr_adamp"]
+    assert (
+        f"| `defaults` | 4 | {adamp['near_grid']} / 2 | "
+        f"{adamp['beats_alternatives']} / 2 |"
+    ) in text
+
+
 def test_markdown_and_plot(quick):
     out, _, report = quick
     text = (out / "suite.md").read_text()
@@ -147,23 +182,23 @@ def test_rerun_resumes_without_training(quick):
 def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     """`--autolr-options` runs the AutoLR methods with other options, keeps
     their records apart from the default runs, and shows them beside them
-    in 'AutoLR by code version'."""
+    in 'AutoLR by code version' and against the goals."""
     out, _, report = quick
     shutil.copytree(out, tmp_path / "out")
     out = tmp_path / "out"
     options = '{"patience": 2}'
     result = run_quick(
-        out, "--tasks", "digits", "--only", "autolr_adamp",
+        out, "--tasks", "digits", "--only", "autolr_adamp,autolr_lamb",
         "--autolr-options", options,
     )  # fmt: skip
-    assert "1 runs, 1 to do." in result.stdout
+    assert "2 runs, 2 to do." in result.stdout
     records = [
         json.loads(line)
         for line in (out / "suite.progress.jsonl").read_text().splitlines()
     ]
     candidate = [r for r in records if r.get("autolr_options")]
-    assert len(candidate) == 1
-    (record,) = candidate
+    assert [r["method"] for r in candidate] == ["autolr_adamp", "autolr_lamb"]
+    record = candidate[0]
     assert record["autolr_options"] == {"patience": 2}
     assert record["key"] == "digits/autolr_adamp/B128/seed0/patience=2"
     assert record["method"] == "autolr_adamp"
@@ -181,6 +216,12 @@ def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     row = next(r for r in table if r.startswith(f"| `{record['code']} pat"))
     cell = row.split(" | ")[1]
     assert cell.startswith(f"{100 * record['test_accuracy']:.2f} (")
+    # Patience 2 is the default: the candidate meets the goals the
+    # defaults meet on the plan it covers (digits).
+    rows = {c["code"]: c for c in again["candidates"]}
+    label = f"{record['code']} patience=2"
+    assert set(rows) == {"defaults", record["code"], label}
+    assert {**rows[label], "code": "defaults"} == rows["defaults"]
 
 
 def test_lm_trains_its_position_table(monkeypatch):
