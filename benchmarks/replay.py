@@ -244,7 +244,7 @@ _DATA = {}
 
 
 def train(job):
-    """One run of a fixed schedule, trained as `suite.train_one` trains."""
+    """One run of a fixed schedule, trained as `suite_run.train_one` trains."""
     import keras
 
     cache_dir, quick, name, batch_size, optimizer, seed, cell = job
