@@ -31,10 +31,10 @@ class Settings:
             grows one decade per 10 % of the budget.
         warmup: `"exponential"` (geometric growth) or `"linear"`.
             Defaults to `"exponential"`.
-        decay: `"cosine"` (from the peak to 0), `"linear"` (a straight
-            line to 0) or `"constant_cosine"` (the peak held, then cosine
-            over the last `cooldown_fraction` of the budget, as the AutoWU
-            reference). Defaults to `"cosine"`.
+        decay: `"linear"` (a straight line from the peak to 0),
+            `"cosine"` (a half cosine to 0) or `"constant_cosine"` (the
+            peak held, then cosine over the last `cooldown_fraction` of the
+            budget, as the AutoWU reference). Defaults to `"linear"`.
         cooldown_fraction: length of the cosine of `"constant_cosine"`, as a
             fraction of `total_steps`, in (0, 1]. Defaults to `0.2`.
         check_every: steps between two tests, a multiple of `bin_steps`
@@ -99,7 +99,7 @@ class Settings:
     max_lr: float = 1.0
     max_warmup_fraction: float = 0.4
     warmup: str = "exponential"
-    decay: str = "cosine"
+    decay: str = "linear"
     cooldown_fraction: float = 0.2
     check_every: int | None = None
     patience: int = 2

@@ -344,7 +344,7 @@ def test_verbose_prints_one_line_when_warmup_ends(capsys):
             "LR passed 3x the LR at the smoothed loss minimum",
         )
     )
-    assert "cosine decay to 0" in lines[0]
+    assert "linear decay to 0" in lines[0]
 
 
 # ----------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_full_trajectory_on_a_synthetic_loss():
         steps[:s], ctl.min_lr, 1.0, ctl.ramp_steps
     )
     np.testing.assert_allclose(used[:s], ramp, rtol=1e-12)
-    decay = schedules.cosine_decay(steps[s:], ctl.peak_lr, s, 600.0)
+    decay = schedules.linear_decay(steps[s:], ctl.peak_lr, s, 600.0)
     np.testing.assert_allclose(used[s:], decay, rtol=1e-12)
     # Every LR returned equals the pure schedule of the decisions.
     np.testing.assert_allclose(used, ctl.lr_at(steps), rtol=1e-12)
@@ -564,10 +564,11 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     assert rescue["lr_before"] == before[r - 1]
     peak = ctl.plan.decay_peak_lr
     assert peak == pytest.approx(0.5 * before[r - 1], rel=1e-12)
-    # Steps run keep their LR; the rest is a cosine from the new peak.
+    # Steps run keep their LR; the rest is a straight line from the new
+    # peak to 0.
     after = ctl.lr_at(np.arange(1000))
     np.testing.assert_array_equal(after[:r], before[:r])
-    expected = schedules.cosine_decay(
+    expected = schedules.linear_decay(
         np.arange(r, 1000.0), 0.5 * before[r - 1], r, 1000.0
     )
     np.testing.assert_allclose(after[r:], expected, rtol=1e-12)

@@ -23,7 +23,7 @@ the probe that reads the LR applied at every step):
   reduced loss is replicated), so theirs are compared exactly.
 - The LR applied on the device at every step equals `ctl.lr_at(step)`
   (the in-graph schedule runs in float32: to 1e-6 relative, or 1e-6 of
-  the peak near the end of the cosine, as in test_callback).
+  the peak near the end of the decay, as in test_callback).
 """
 
 import json
@@ -206,7 +206,7 @@ def run_jax(out, processes=1, devices=1, **kwargs):
 def assert_applied_lr_is_the_controllers(run):
     """The LR the optimizer applied at every step (read off the probe) is
     the controller's, `ctl.lr_at(step)`."""
-    # The device computes the cosine in float32: 1e-6 of the peak near its
+    # The device computes the decay in float32: 1e-6 of the peak near its
     # end, as in test_callback.
     peak = max(e["peak_lr"] for e in run["events"])
     np.testing.assert_allclose(
