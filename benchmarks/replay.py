@@ -2,13 +2,13 @@
 schedules.
 
 AutoLR ramps the LR geometrically; at its switch step s it puts back the
-weights (and optimizer state) copied at an earlier step c and decays by
-cosine from the landing LR L to 0 at the end of the budget T: the weights
-that decay have seen the ramp up to step c only, and s - c steps are lost.
-A replay of (c, s, L) is a fixed schedule: AutoLR's ramp up to step c, a
-cosine from L to 0 over the next T - s steps, then LR 0 for the last s - c
-steps (the same budget; the batches after c come in another order, and
-BatchNorm statistics still move at LR 0).
+weights (and optimizer state) copied at an earlier step c and decays (its
+default decay, `switch_ceiling.DECAY`) from the landing LR L to 0 at the end of
+the budget T: the weights that decay have seen the ramp up to step c only, and
+s - c steps are lost. A replay of (c, s, L) is a fixed schedule: AutoLR's ramp
+up to step c, its decay from L to 0 over the next T - s steps, then LR 0 for
+the last s - c steps (the same budget; the batches after c come in another
+order, and BatchNorm statistics still move at LR 0).
 
 Per task, batch size, optimizer (AdamP and LAMB) and seed, from the
 newest AutoLR record with default options in the suite's progress file and
@@ -144,8 +144,8 @@ def ramp_step(lr, total_steps):
 
 def replay_schedule(copy, switch, landing, total_steps):
     """AutoLR's formula with its switch at `copy` and its budget cut by
-    switch - copy steps: the ramp of the full budget before `copy`, a
-    cosine from `landing` over total_steps - switch steps, then LR 0."""
+    switch - copy steps: the ramp of the full budget before `copy`, the
+    decay from `landing` over total_steps - switch steps, then LR 0."""
     end = total_steps - (switch - copy)
     return switch_ceiling.make_schedule(copy, landing, total_steps, end)
 
@@ -331,7 +331,8 @@ def write(out, meta, tables):
         "",
         "c: the step of the weight copy the decay starts from; s: the "
         "switch step; lost: s - c, the steps at LR 0 at the end; ramp LR "
-        "at c: AutoLR's ramp there; L: the LR the cosine starts from; "
+        f"at c: AutoLR's ramp there; L: the LR the {meta['decay']} decay "
+        "starts from; "
         "minimum: the record's LR at the smoothed loss minimum. `grid "
         "best`: the grid's schedule (linear warmup to L, cosine to 0). "
         "`AutoLR run`: the record's own metric, not trained again.",
@@ -400,6 +401,7 @@ def main(argv=None):
     meta = dict(env, settings=settings, workers=args.workers)
     meta.update(wall_time_s=time.perf_counter() - start)
     meta["code"] = quality.code_version()
+    meta["decay"] = switch_ceiling.DECAY
     print(write(args.out, meta, tables))
 
 

@@ -1,15 +1,15 @@
 """Benchmark: the best decision AutoLR could make, chosen in hindsight.
 
 AutoLR's schedule has one form: its exponential ramp from `min_lr` until a
-switch step, then a cosine from a peak LR (at most the LR reached: a roll
-back) to 0 at the end of the budget. The detector only chooses the switch
-step and the peak. This script trains that form with both fixed, on a grid
-of switch steps x peaks, on the setup of `quality.py` (same data, model,
-optimizer, weight decay, budget and seeds), and reports the best cell by
-its mean over the seeds: the accuracy that a perfect detector, one that
-knew the outcome of every choice, would reach. Where AutoLR falls short of
-the tuned grid of `quality.py` and this ceiling falls short too, the
-detector is not what loses: the ramp is.
+switch step, then its default decay from a peak LR (at most the LR reached: a
+roll back) to 0 at the end of the budget. The detector only chooses the switch
+step and the peak. This script trains that form with both fixed, on a grid of
+switch steps x peaks, on the setup of `quality.py` (same data, model,
+optimizer, weight decay, budget and seeds), and reports the best cell by its
+mean over the seeds: the accuracy that a perfect detector, one that knew the
+outcome of every choice, would reach. Where AutoLR falls short of the tuned
+grid of `quality.py` and this ceiling falls short too, the detector is not what
+loses: the ramp is.
 
 The fixed schedules do not restore weights at the switch (AutoLR does,
 after an explosion), so a cell whose ramp has already blown up before its
@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from keras_autolr.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -55,8 +57,11 @@ QUICK = {
     "switch_fractions": [0.3],
     "peaks": [1e-3, 3e-3],
 }
-# AutoLR's defaults, which set its ramp.
-MIN_LR, MAX_LR, MAX_WARMUP_FRACTION = 1e-4, 1.0, 0.4
+# AutoLR's defaults, which set its ramp and its decay.
+_DEFAULTS = Settings(total_steps=2)
+MIN_LR, MAX_LR = _DEFAULTS.min_lr, _DEFAULTS.max_lr
+MAX_WARMUP_FRACTION = _DEFAULTS.max_warmup_fraction
+DECAY = _DEFAULTS.decay
 
 
 def parse_args(argv=None):
@@ -110,8 +115,8 @@ def make_schedule(switch, peak, total_steps, end=None):
                 keras.ops.cast(step, "float32"),
                 switch_step=float(switch),
                 peak_lr=peak,
-                warmup="exponential",
-                decay_kind="cosine",
+                warmup=_DEFAULTS.warmup,
+                decay_kind=DECAY,
                 min_lr=MIN_LR,
                 max_lr=MAX_LR,
                 ramp_steps=float(int(MAX_WARMUP_FRACTION * total_steps)),
@@ -195,8 +200,8 @@ def write(out, meta, settings, runs, rows):
         f"{meta['optimizer']}, B={settings['batch_size']}, "
         f"{settings['epochs']} epochs ({settings['total_steps']} steps), "
         f"seeds {seeds}; the setup of `quality.py`. Ramp from {MIN_LR} "
-        f"(AutoLR's defaults) to the switch step, then cosine from the "
-        "peak to 0; no weights restored. Test accuracy (%), best cell "
+        f"(AutoLR's defaults) to the switch step, then {DECAY} decay "
+        "from the peak to 0; no weights restored. Test accuracy (%), best cell "
         "first.",
         "",
         "| switch step | LR reached | peak LR | mean | per seed |",
