@@ -23,6 +23,8 @@ from suite_plan import (
     run_key,
 )
 from suite_stats import (
+    MEDIAN_OVERSHOOT_GOAL,
+    OVERSHOOT_GOAL,
     WITHIN_RELATIVE,
     autolr_history,
     autolr_table,
@@ -222,12 +224,12 @@ def _candidates_section(rows):
         "optimizer, the task and batch cells within the grid's tolerance and "
         "those above every zero-tuning alternative; then the overshoot (max "
         "LR / landing LR) over its runs. The goals: every cell within and "
-        "above, the overshoot at most 4 in every run, with a median of at "
-        "most 3.",
+        f"above, the overshoot at most {OVERSHOOT_GOAL:g} in every run, "
+        f"with a median of at most {MEDIAN_OVERSHOOT_GOAL:g}.",
         "",
         "| code | runs | AdamP within grid | AdamP beats alternatives "
         "| LAMB within grid | LAMB beats alternatives | median overshoot "
-        "| largest | runs at most 4 |",
+        f"| largest | runs at most {OVERSHOOT_GOAL:g} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

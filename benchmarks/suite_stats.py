@@ -27,6 +27,8 @@ from tasks import TASKS
 
 WITHIN_POINTS = 0.01  # Classification: within 1 accuracy point.
 WITHIN_RELATIVE = 0.03  # Val loss, RMSE: within 3 %.
+# The goals on max LR / landing LR: in every run, and its median.
+OVERSHOOT_GOAL, MEDIAN_OVERSHOOT_GOAL = 4.0, 3.0
 
 
 def summarize(settings, runs):
@@ -281,6 +283,6 @@ def _goals(settings, summary, records):
     row.update(
         median_overshoot=median_of(overshoots),
         largest_overshoot=largest_of(overshoots),
-        overshoot_at_most_4=sum(v <= 4.0 for v in overshoots),
+        overshoot_at_most_4=sum(v <= OVERSHOOT_GOAL for v in overshoots),
     )
     return row
