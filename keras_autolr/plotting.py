@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr.controller import AutoLRController
-from keras_autolr.decisions import gp_inputs
-from keras_autolr.detector import Posterior
+from keras_autolr.core.controller import AutoLRController
+from keras_autolr.core.gp import Posterior
+from keras_autolr.core.smoothers import make_detector
+from keras_autolr.core.warmup import gp_inputs
 
 # LR curve resolution: enough for a smooth curve, cheap for any budget.
 _GRID_POINTS = 2000
@@ -149,7 +150,7 @@ class _Facts:
     def of(cls, ctl: AutoLRController) -> _Facts:
         event = ctl.switch_event
         now = ctl.switch_step if event else ctl.steps
-        minimum_lr = event["minimum_lr"] if event else ctl.minimum_lr
+        minimum_lr = event["minimum_lr"] if event else ctl.lr_at_minimum
         minimum_step = None
         if minimum_lr is not None and now > 0:
             # The ramp is increasing: read the step off it by interpolation
@@ -159,14 +160,16 @@ class _Facts:
             minimum_step = float(
                 np.interp(np.log(minimum_lr), np.log(ramp), steps)
             )
-        centers, means, counts = ctl.record.bins()
+        centers, means, counts = ctl.loss_bins()
         warm = np.isfinite(means) & (centers < now)
         posterior = None
         if np.count_nonzero(warm) >= 3:
             # As the test saw them (despiked, with the noise of each bin,
             # unless `filters=False`), smoothed by the run's own smoother.
-            seen, variance = gp_inputs(means[warm], ctl.filters)
-            posterior = ctl.detector.posterior(
+            settings = ctl.settings
+            seen, variance = gp_inputs(means[warm], settings.filters)
+            detector = make_detector(settings.smoother, seed=settings.seed)
+            posterior = detector.posterior(
                 centers[warm] / now, seen, counts[warm], noise=variance
             )
         return cls(event, now, minimum_lr, minimum_step, posterior)
@@ -234,7 +237,9 @@ def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
         )
     ax.set_yscale("log")
     # Room above the curve for the legend.
-    low = min(ctl.min_lr, ctl.peak_lr)  # A divergence can roll back lower.
+    low = min(
+        ctl.settings.min_lr, ctl.landing_lr
+    )  # A divergence can roll back lower.
     ax.set_ylim(0.5 * low, 8.0 * float(np.max(lr)))
     ax.set_ylabel("learning rate")
     ax.grid(True, which="major", alpha=0.3)
@@ -242,7 +247,7 @@ def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
 
 
 def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
-    centers, means, counts = ctl.record.bins()
+    centers, means, counts = ctl.loss_bins()
     finite = np.isfinite(means)
     width = int(np.max(counts, initial=1))
     ax.plot(
@@ -329,7 +334,7 @@ def _decision(ctl: AutoLRController, facts: _Facts) -> str:
     """The decision in words, on two lines."""
     minimum = facts.minimum_lr
     at_minimum = "" if minimum is None else f"LR {_lr(minimum)}"
-    decay = f"{_DECAYS[ctl.decay]} to 0 at step {ctl.total_steps}"
+    decay = f"{_DECAYS[ctl.settings.decay]} to 0 at step {ctl.total_steps}"
     if facts.event is None:
         first = (
             f"AutoLR: warmup in progress at step {ctl.steps} of "

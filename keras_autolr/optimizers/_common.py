@@ -5,7 +5,7 @@ import math
 
 from keras import ops
 
-from keras_autolr._keras_compat import BASE_KWARGS_DOC
+from keras_autolr.keras.compat import BASE_KWARGS_DOC
 
 
 def constant(value, dtype):

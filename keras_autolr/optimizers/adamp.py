@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_autolr._validation import check_bool, check_float
+from keras_autolr.core.checks import check_bool, check_float
 from keras_autolr.optimizers._common import (
     bias_correction,
     constant,

@@ -22,7 +22,7 @@ writes it back to the variables only at the end of an epoch (or when a
 callback calls `jax_state_sync()`): a callback syncs the state before it
 reads or writes a model or optimizer variable (`sync_variables`), and the
 schedule's own numbers are constants of the compiled step
-(`keras_schedule`).
+(`keras_autolr.keras.lr_schedule`).
 """
 
 import contextlib

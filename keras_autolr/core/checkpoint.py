@@ -1,7 +1,8 @@
 """A controller's checkpoint: one JSON-compatible dict, and its checks.
 
 `AutoLRController.get_state()` packs the state of each of its parts (the
-loss record, the plan, the warmup tests, the test mark and the event log)
+loss record, the decisions, the warmup tests, the test mark and the event
+log)
 with the configuration that made them; `set_state()` unpacks it only for a
 controller of the same configuration, so a resumed run makes the decisions
 the uninterrupted one would have made.

@@ -20,7 +20,7 @@ checkpoint, as they are.
 import keras
 from keras import ops
 
-from keras_autolr import _keras_compat
+from keras_autolr.keras import compat
 
 _NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
 
@@ -34,8 +34,8 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     in-graph.
 
     Args:
-        controller: the `AutoLRController` whose schedule this evaluates;
-            its constants are copied and its decisions read by `sync()`.
+        controller: the `AutoLRController` whose schedule this evaluates:
+            its `shape`, and the decisions of its reports (`sync()`).
         constants: evaluate the decisions as constants, which a compiled
             step bakes in (recompile it after `sync()` or `align()` return
             `True`), instead of variables. Defaults to `False`; `AutoLR`
@@ -52,6 +52,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, controller, constants=False):
         self.controller = controller
+        self.shape = controller.shape
         self.constants = constants
         # The values last written, as Python floats.
         self._values = dict.fromkeys(_NAMES, 0.0)
@@ -64,12 +65,15 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 for name in _NAMES
             }
         self._synced_revision = None
-        self.sync(force=True)
+        self.sync(controller.report(), force=True)
 
-    def sync(self, force=False, horizon=None):
-        """Copies the controller's decisions into the schedule if changed.
+    def sync(self, report=None, force=False, horizon=None):
+        """Copies the decisions of a controller's `Report` into the
+        schedule if changed.
 
         Args:
+            report: the controller's latest `Report`. Defaults to `None`:
+                `controller.report()`.
             force: write every value, changed or not.
             horizon: the number of steps the device may run before the
                 next `sync` (one chunk of `steps_per_execution`). While
@@ -82,21 +86,21 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         Returns:
             Whether a value changed.
         """
-        ctl = self.controller
-        if ctl.plan.revision == self._synced_revision and not force:
+        if report is None:
+            report = self.controller.report()
+        if report.revision == self._synced_revision and not force:
             return False
-        plan = ctl.plan
         values = {
-            "switch_step": float(plan.switch_step),
+            "switch_step": float(report.switch_step),
             # The current decay: the first one, or the restart after a
             # rescue.
-            "decay_start": float(plan.decay_start),
-            "peak_lr": float(plan.decay_peak_lr),
+            "decay_start": float(report.decay_start),
+            "peak_lr": float(report.decay_lr),
         }
         deferred = (
             not force
             and horizon is not None
-            and ctl.steps + horizon < ctl.switch_step
+            and report.steps + horizon < report.switch_step
         )
         if deferred:
             del values["peak_lr"]
@@ -104,16 +108,19 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         # test): write only what changed, one device write each.
         changed = [self._write(n, v, force) for n, v in values.items()]
         if not deferred:
-            self._synced_revision = ctl.plan.revision
+            self._synced_revision = report.revision
         return any(changed)
 
-    def align(self, iterations, force=False):
-        """Makes optimizer step `iterations` the controller's next step.
+    def align(self, iterations, steps=None, force=False):
+        """Makes optimizer step `iterations` the controller's next step,
+        `steps` (defaults to `None`: `controller.steps`).
 
         Returns:
             Whether the offset changed.
         """
-        offset = float(iterations) - self.controller.steps
+        if steps is None:
+            steps = self.controller.steps
+        offset = float(iterations) - steps
         return self._write("step_offset", offset, force)
 
     def _write(self, name, value, force):
@@ -148,7 +155,7 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32") - self.step_offset
-        return self.controller.shape.lr(
+        return self.shape.lr(
             step,
             switch_step=self.switch_step,
             peak_lr=self.peak_lr,
@@ -162,9 +169,9 @@ class InstalledSchedule:
     train step then evaluates in place of the optimizer's own LR.
 
     Creating it installs the schedule (inside the model's distribution
-    scope) and recompiles the train step; `update()` copies the
-    controller's decisions to it; `remove()` gives the optimizer back a
-    plain LR, the controller's current one.
+    scope) and recompiles the train step; `update(report)` copies the
+    decisions of the controller's latest `Report` to it; `remove(lr)`
+    gives the optimizer back a plain LR.
 
     Args:
         model: a compiled Keras model.
@@ -173,46 +180,46 @@ class InstalledSchedule:
 
     def __init__(self, model, controller):
         optimizer = model.optimizer
-        _keras_compat.check_plain_learning_rate(optimizer)
-        with _keras_compat.variable_scope(model):
+        compat.check_plain_learning_rate(optimizer)
+        with compat.variable_scope(model):
             self.schedule = AutoLRSchedule(
                 controller,
-                constants=_keras_compat.step_bakes_in_constants(),
+                constants=compat.step_bakes_in_constants(),
             )
         self.model = model
-        self._optimizer = _keras_compat.inner_optimizer(optimizer)
+        self._optimizer = compat.inner_optimizer(optimizer)
         self._loss_scaled = self._optimizer is not optimizer
-        self.schedule.sync(force=True)
+        report = controller.report()
+        self.schedule.sync(report, force=True)
         self.schedule.align(
-            _keras_compat.steps_done(self._optimizer), force=True
+            compat.steps_done(self._optimizer), report.steps, force=True
         )
-        _keras_compat.read_learning_rate_from(optimizer, self.schedule)
+        compat.read_learning_rate_from(optimizer, self.schedule)
         model.make_train_function(force=True)
 
-    def update(self, force=False, horizon=None):
-        """Copies the controller's decisions to the schedule (see
+    def update(self, report, force=False, horizon=None):
+        """Copies the decisions of `report` to the schedule (see
         `AutoLRSchedule.sync`), and recompiles the train step where the
         schedule's values are its constants and one changed."""
-        changed = self.schedule.sync(force=force, horizon=horizon)
+        changed = self.schedule.sync(report, force=force, horizon=horizon)
         if force or self._loss_scaled:
             # A step that the loss-scale optimizer skipped (non-finite
             # gradients) did not advance `iterations`: keep the schedule on
             # the count of batches run, which is the budget's clock.
-            _keras_compat.sync_variables(self.model)
-            iterations = _keras_compat.steps_done(self._optimizer)
-            changed |= self.schedule.align(iterations, force=force)
+            compat.sync_variables(self.model)
+            iterations = compat.steps_done(self._optimizer)
+            changed |= self.schedule.align(
+                iterations, report.steps, force=force
+            )
         if changed and self.schedule.constants:
             # JAX: recompile. Mid-epoch `fit` has emptied the variables (it
             # carries the state), and under `keras.distribution` the
             # compilation reads their shardings: put the state back first.
-            _keras_compat.sync_variables(self.model)
+            compat.sync_variables(self.model)
             self.model.make_train_function(force=True)
 
-    def remove(self):
-        """Gives the optimizer a plain LR again: the controller's current
-        one."""
-        _keras_compat.stop_reading_learning_rate_from(self._optimizer)
-        _keras_compat.learning_rate_variable(self._optimizer).assign(
-            self.schedule.controller.lr
-        )
+    def remove(self, lr):
+        """Gives the optimizer a plain LR again, `lr`."""
+        compat.stop_reading_learning_rate_from(self._optimizer)
+        compat.learning_rate_variable(self._optimizer).assign(lr)
         self.model.train_function = None

@@ -1,4 +1,7 @@
-"""The minimum test with TensorFlow Probability's Gaussian process.
+"""The smoothers a minimum test can use, and TensorFlow Probability's.
+
+`make_detector(smoother)` gives the test of an option `smoother`: the exact
+NumPy GP (`keras_autolr.core.gp.MinimumDetector`) or TFP's.
 
 `TFPMinimumDetector` is a `MinimumDetector` whose GP is TensorFlow
 Probability's: the output scale and noise maximise the log marginal
@@ -31,17 +34,37 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from keras_autolr.detector import _MIN_NOISE, MinimumDetector, _posterior_of
-from keras_autolr.gp_points import Points
+from keras_autolr.core import checks as check
+from keras_autolr.core.gp import (
+    MIN_NOISE,
+    MinimumDetector,
+    Points,
+    posterior_of,
+)
+from keras_autolr.core.options import SMOOTHERS
 
 # The box the fit searches, for the standardised data (variance 1): the
 # noise variance above the floor of the NumPy smoother, the output scale
 # variance up to far beyond the data's.
-_LOG_NOISE = (float(np.log(_MIN_NOISE)), float(np.log(10.0)))
+_LOG_NOISE = (float(np.log(MIN_NOISE)), float(np.log(10.0)))
 _LOG_SCALE = (float(np.log(1e-6)), float(np.log(1e4)))
 
 _LOCK = threading.Lock()
 _TFP: list[Any] = []
+
+
+def make_detector(smoother: str = "numpy", **kwargs: Any) -> MinimumDetector:
+    """The `MinimumDetector` of a smoother: `"numpy"` (the exact NumPy GP)
+    or `"tfp"` (TensorFlow Probability's, `TFPMinimumDetector`).
+
+    Raises:
+        ValueError: for another `smoother`.
+        ImportError: for `"tfp"` without TensorFlow Probability.
+    """
+    check.check_choice("smoother", smoother, SMOOTHERS)
+    if smoother == "tfp":
+        return TFPMinimumDetector(**kwargs)
+    return MinimumDetector(**kwargs)
 
 
 class TFPMinimumDetector(MinimumDetector):
@@ -146,7 +169,7 @@ class TFPMinimumDetector(MinimumDetector):
         cov = np.asarray(gprm.covariance(), dtype=np.float64)
         var = np.maximum(np.diag(cov), 0.0)
         diff_var = var[:-1] + var[-1] - 2.0 * cov[:-1, -1] + self.jitter
-        return _posterior_of(data, grid, mean, var, diff_var)
+        return posterior_of(data, grid, mean, var, diff_var)
 
 
 _WEIGHTED: list[type] = []

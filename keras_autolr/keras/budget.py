@@ -9,15 +9,15 @@ chunk both end, and bins of one chunk where the loss comes from the logs.
 import math
 import warnings
 
-from keras_autolr import messages, settings
-from keras_autolr.controller import AutoLRController
+from keras_autolr.core import messages, options
+from keras_autolr.core.controller import AutoLRController
 
-# The options passed through to the controller (`check_every` is the
+# The controller options that `AutoLR` passes through (`check_every` is the
 # callback's own: it also takes "epoch"; `chunk_steps` is the model's
 # `steps_per_execution`).
-OPTIONS = tuple(
+CALLBACK_OPTIONS = tuple(
     o
-    for o in settings.OPTIONS
+    for o in options.OPTION_NAMES
     if o not in ("check_every", "background", "chunk_steps")
 )
 

@@ -2,7 +2,10 @@
 
 `Settings` is the one place where an option of `AutoLRController` (and so
 of the `AutoLR` callback) is declared, documented and validated; the
-controller and the callback take their options from it.
+controller and the callback take their options from it. `AUTOWU` is the
+AutoWU paper's setting as options (`AutoLRController.reference`,
+`AutoLR.reference`); `docs/reference.md` compares each with the paper's
+code.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import dataclasses
 import math
 from typing import Any
 
-from keras_autolr import _validation as check
-from keras_autolr import schedules
-from keras_autolr.detector import SMOOTHERS
+from keras_autolr.core import checks as check
+from keras_autolr.core import schedule
+
+# The Gaussian processes a test can use (`keras_autolr.core.smoothers`).
+SMOOTHERS = ("numpy", "tfp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +133,8 @@ class Settings:
         check.check_float(
             "max_warmup_fraction", self.max_warmup_fraction, 0.0, 1.0, True
         )
-        check.check_choice("warmup", self.warmup, schedules.WARMUPS)
-        check.check_choice("decay", self.decay, schedules.DECAYS)
+        check.check_choice("warmup", self.warmup, schedule.WARMUPS)
+        check.check_choice("decay", self.decay, schedule.DECAYS)
         check.check_float(
             "cooldown_fraction", self.cooldown_fraction, 0, 1, True
         )
@@ -200,9 +205,9 @@ class Settings:
         aligned = ramp // self.step_unit * self.step_unit
         return aligned if aligned else max(1, ramp)
 
-    def shape(self) -> schedules.Shape:
+    def shape(self) -> schedule.Shape:
         """The ramp, decay and budget of the schedule."""
-        return schedules.Shape(
+        return schedule.Shape(
             warmup=self.warmup,
             decay=self.decay,
             min_lr=self.min_lr,
@@ -222,4 +227,23 @@ class Settings:
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Settings))
 # The options that `AutoLRController` and `AutoLR` take as keywords.
-OPTIONS = tuple(name for name in FIELDS if name != "total_steps")
+OPTION_NAMES = tuple(name for name in FIELDS if name != "total_steps")
+
+# The AutoWU paper's setting (Kim et al., 2021; kakaobrain/autowu), each
+# option compared with the paper's code in `docs/reference.md`. The test
+# period, one epoch, is set where the epoch is known.
+AUTOWU: dict[str, Any] = {
+    "min_lr": 1e-5,
+    "max_lr": 1.0,
+    "max_warmup_fraction": 0.5,
+    "warmup": "exponential",
+    "decay": "constant_cosine",
+    "cooldown_fraction": 0.2,
+    "patience": 3,
+    "num_tests": 5,
+    "confidence": 0.95,
+    "min_bins": 3,
+    "act_at_once": True,
+    "filters": False,
+    "landing": 1.0,
+}

@@ -15,18 +15,30 @@ read from the logs: Keras logs only the running mean of the epoch, once per
 chunk of `steps_per_execution` steps, and `LoggedLosses` recovers each
 chunk's mean from it, after every chunk.
 
-Both feed the controller through the same calls: `start_epoch()`,
-`feed(controller, steps, logs)` after each chunk (it returns `None` where
-it did not feed it), `horizon(controller)`, and `remove()` after `fit`.
+Both answer the callback through the same calls: `start_epoch()`,
+`read(steps, logs, report)` after each chunk (the losses of the steps run
+since the last read, or `None` where no decision needs them yet),
+`horizon(report)`, and `remove()` after `fit`. They never see the
+controller: the callback passes the losses on, and what they need of the
+schedule comes in the controller's last `Report`.
 """
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_autolr import _keras_compat
+from keras_autolr.keras import compat
+
+
+class Losses(NamedTuple):
+    """The losses of the next `num_steps` steps: one per step (an array),
+    their mean (a float), or unknown (`None`)."""
+
+    values: object
+    num_steps: int
 
 
 class StepLossTracker(keras.metrics.Mean):
@@ -58,7 +70,7 @@ class StepLossTracker(keras.metrics.Mean):
         )
 
     def update_state(self, values, sample_weight=None):
-        values, sample_weight = _keras_compat.samplewise_values(
+        values, sample_weight = compat.samplewise_values(
             values, sample_weight, self.dtype
         )
         total = ops.sum(values)
@@ -113,46 +125,45 @@ class StepLosses:
         self.every = every
         self.chunk = chunk
         self.epoch_steps = epoch_steps
-        self._own = _keras_compat.loss_tracker(model)
+        self._own = compat.loss_tracker(model)
         # The most steps between two reads: a read point can fall inside
         # a chunk, and every epoch ends with a read.
         capacity = min(every + chunk - 1, epoch_steps)
-        with _keras_compat.variable_scope(model):
+        with compat.variable_scope(model):
             self.tracker = StepLossTracker(capacity)
-        _keras_compat.set_loss_tracker(model, self.tracker)
+        compat.set_loss_tracker(model, self.tracker)
         self.start_epoch()
 
     def start_epoch(self):
         """`fit` resets the tracker at the start of every epoch."""
         self._steps = 0
 
-    def feed(self, controller, steps, logs, flush=False):
-        """Feeds `controller` the loss of each step run since the last
-        read, up to `steps` steps into the epoch, if a decision needs them
-        now or with `flush`; returns its `Report`, or `None` if it was not
-        fed."""
-        due = steps >= min(self.epoch_steps, self._read_point(controller))
+    def read(self, steps, logs, report, flush=False):
+        """The `Losses` of each step run since the last read, up to `steps`
+        steps into the epoch, if a decision needs them now (after the
+        controller's last `report`) or with `flush`; else `None`."""
+        due = steps >= min(self.epoch_steps, self._read_point(report))
         if steps <= self._steps or not (due or flush):
             return None
-        losses = self.read(self._steps, steps)
+        losses = self.read_steps(self._steps, steps)
         self._steps = steps
-        return controller.update_steps(losses)
+        return Losses(losses, losses.size)
 
-    def horizon(self, controller):
+    def horizon(self, report):
         """The most steps the device may run before the next read."""
-        end = -(-self._read_point(controller) // self.chunk) * self.chunk
+        end = -(-self._read_point(report) // self.chunk) * self.chunk
         return min(end, self.epoch_steps) - self._steps
 
-    def _read_point(self, controller):
+    def _read_point(self, report):
         """The next step, counted in the epoch, after which a decision
         needs the losses: the next test point, or the end of warmup."""
-        fed = controller.steps
+        fed = report.steps
         point = (fed // self.every + 1) * self.every
-        if fed < controller.switch_step:
-            point = min(point, controller.switch_step)
+        if fed < report.switch_step:
+            point = min(point, report.switch_step)
         return point - (fed - self._steps)
 
-    def read(self, start, end):
+    def read_steps(self, start, end):
         """The losses of steps `start` to `end - 1` of the current epoch.
 
         Raises:
@@ -165,7 +176,7 @@ class StepLosses:
                 f"Steps {start} to {end - 1} do not fit in the "
                 f"{tracker.capacity} slots of the per-step loss record."
             )
-        (steps,) = _keras_compat.metric_values(self.model, [tracker.steps])
+        (steps,) = compat.metric_values(self.model, [tracker.steps])
         slots = np.arange(start, end) % tracker.capacity
         sums, counts = steps[slots].astype(np.float64).T
         if not np.all(counts > 0):
@@ -181,7 +192,7 @@ class StepLosses:
 
     def remove(self):
         """Gives the model its own loss tracker back."""
-        _keras_compat.set_loss_tracker(self.model, self._own)
+        compat.set_loss_tracker(self.model, self._own)
 
 
 class LoggedLosses:
@@ -206,11 +217,10 @@ class LoggedLosses:
         self._steps = 0
         self._total = 0.0
 
-    def feed(self, controller, steps, logs, flush=False):
-        """Feeds `controller` the mean loss of the steps run since the last
-        call, up to `steps` steps into the epoch; returns its `Report`, or
-        `None` if no step ran since (every call reads: `flush` changes
-        nothing).
+    def read(self, steps, logs, report, flush=False):
+        """The `Losses` of the steps run since the last call, up to `steps`
+        steps into the epoch, as their mean; `None` if no step ran since
+        (every call reads: `report` and `flush` change nothing).
 
         Raises:
             ValueError: if the logs have no entry `monitor`.
@@ -226,17 +236,15 @@ class LoggedLosses:
         total = float(logs[self.monitor]) * steps
         chunk = steps - self._steps
         if math.isfinite(self._total):
-            report = controller.update(
-                (total - self._total) / chunk, num_steps=chunk
-            )
+            losses = Losses((total - self._total) / chunk, chunk)
         else:
             # A non-finite loss earlier in the epoch poisoned the running
             # mean until the epoch ends: these steps' losses are unknown.
-            report = controller.skip(num_steps=chunk)
+            losses = Losses(None, chunk)
         self._steps, self._total = steps, total
-        return report
+        return losses
 
-    def horizon(self, controller):
+    def horizon(self, report):
         """The logs are read after every chunk."""
         return self.chunk
 

@@ -1,10 +1,14 @@
-"""Learning-rate maths of AutoLR as small pure functions of the step.
+"""The LR of every step: pure formulas, the `Shape` of a run, and the
+`Decisions` that fix the rest.
 
 Every function takes the step count explicitly and an array namespace `xp`
 (NumPy by default). The same code therefore serves the host-side controller
 (`xp=numpy`, float64) and the in-graph schedule that the optimizer evaluates
-every step (`xp=keras.ops`, see `keras_autolr.keras_schedule`), so the formula
-lives in exactly one place.
+every step (`xp=keras.ops`, `keras_autolr.keras.lr_schedule`), so each
+formula lives in exactly one place. A `Shape` is what the options fix (ramp,
+decay, budget); `Decisions` is what the controller decides on the way (the
+switch step, the landing LR, restarts of the decay): together they give the
+LR of any step.
 
 Conventions: `step` is the 0-based index of an optimizer update; the value
 returned is the learning rate used *by* that update.
@@ -245,3 +249,98 @@ class Shape:
             self.cooldown_steps,
             xp=xp,
         )
+
+
+class Decisions:
+    """The switch step, landing LR and decay restarts of a schedule: what
+    the controller has decided so far, and the LR of any step under it.
+    Only the controller changes it; `revision` counts the changes, so that
+    the in-graph schedule knows when to copy them to the device.
+
+    Args:
+        shape: the ramp, decay and budget.
+        cap: the switch step until a decision: the end of the ramp.
+        max_lr: the landing LR until a decision: warmup would end at the
+            cap at the LR the ramp reached there.
+    """
+
+    def __init__(self, shape: Shape, cap: int, max_lr: float):
+        self.shape = shape
+        self.cap = int(cap)
+        self.max_lr = float(max_lr)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every decision."""
+        self.switch_step = self.cap
+        self.landing_lr = self.max_lr
+        self.restarts: list[tuple[int, float]] = []  # (step, LR)
+        self.revision = 0
+        self._cache: tuple[int, dict[float, float]] = (-1, {})
+
+    def switch(self, step: int, landing_lr: float) -> None:
+        """Ends warmup at `step`; the decay starts there from
+        `landing_lr`."""
+        self.switch_step = int(step)
+        self.landing_lr = float(landing_lr)
+        self.revision += 1
+
+    def set_landing(self, landing_lr: float) -> None:
+        """Moves the provisional landing LR (warmup goes on)."""
+        if landing_lr != self.landing_lr:
+            self.landing_lr = float(landing_lr)
+            self.revision += 1
+
+    def restart(self, step: int, lr: float) -> None:
+        """Restarts the decay at `step` from `lr`."""
+        self.restarts.append((int(step), float(lr)))
+        self.revision += 1
+
+    @property
+    def decay_start(self) -> int:
+        """First step of the current decay: the switch, or the last
+        restart."""
+        return self.restarts[-1][0] if self.restarts else self.switch_step
+
+    @property
+    def decay_lr(self) -> float:
+        """LR at `decay_start`."""
+        return self.restarts[-1][1] if self.restarts else self.landing_lr
+
+    def lr_at(self, step: Any) -> Any:
+        """LR of step(s) `step` under the decisions made so far."""
+        if isinstance(step, int | float) or np.ndim(step) == 0:
+            # The Keras adapter asks for the LR of the same few steps
+            # again and again between two decisions.
+            step = float(step)
+            if self._cache[0] != self.revision:
+                self._cache = (self.revision, {})
+            cache = self._cache[1]
+            if step not in cache:
+                if len(cache) > 8:
+                    cache.clear()
+                cache[step] = self._lr_at(step, SCALAR)
+            return cache[step]
+        return self._lr_at(np.asarray(step, dtype=np.float64), np)
+
+    def _lr_at(self, step: Any, xp: Any) -> Any:
+        lr = self.shape.lr(step, self.switch_step, self.landing_lr, xp=xp)
+        for start, peak in self.restarts:
+            restarted = self.shape.decay_lr(step, peak, start, xp=xp)
+            lr = xp.where(step >= start, restarted, lr)
+        return lr
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "switch_step": self.switch_step,
+            "peak_lr": self.landing_lr,
+            "restarts": [list(r) for r in self.restarts],
+            "revision": self.revision,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.switch_step = int(state["switch_step"])
+        self.landing_lr = float(state["peak_lr"])
+        self.restarts = [(int(s), float(p)) for s, p in state["restarts"]]
+        self.revision = int(state["revision"])
+        self._cache = (-1, {})

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr import _validation as check
+from keras_autolr.core import checks as check
 
 _NAME = "autolr-epoch-{:06d}.json"
 _PATTERN = re.compile(r"^autolr-epoch-(\d{6})\.json$")

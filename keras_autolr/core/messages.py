@@ -1,6 +1,6 @@
 """What AutoLR tells the user: the lines it prints and its warnings.
 
-Pure text from the controller's events and state, so that the Keras adapter
+Pure text from the controller's events and views, so that the Keras adapter
 reads as a sequence of actions.
 """
 
@@ -17,17 +17,20 @@ _HOW_WARMUP_ENDED = {
 }
 
 
-def switch_line(ctl: Any, event: dict[str, Any], steps_per_epoch: int) -> str:
-    """The line printed when warmup ends (`verbose=1`)."""
+def switch_line(
+    event: dict[str, Any], settings: Any, steps_per_epoch: int
+) -> str:
+    """The line printed when warmup ends (`verbose=1`), from its event and
+    the schedule's `Settings`."""
     step = event["step"]
-    lr_min = ctl.minimum_lr
+    lr_min = event["minimum_lr"]
     lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
     return (
         f"AutoLR: warmup ended at step {step} (epoch "
         f"{step // steps_per_epoch + 1}), {_HOW_WARMUP_ENDED[event['reason']]}"
         f": LR at loss minimum {lr_min_text}, peak LR {event['peak_lr']:.3g} "
-        f"(from {event['lr_before']:.3g}); {ctl.decay} decay to 0 over the "
-        f"remaining {ctl.total_steps - step} steps."
+        f"(from {event['lr_before']:.3g}); {settings.decay} decay to 0 over "
+        f"the remaining {settings.total_steps - step} steps."
     )
 
 
@@ -66,9 +69,10 @@ def restored_after_blow_up(kept: int, event: dict[str, Any]) -> str:
 def late_first_test(ctl: Any) -> str:
     """Large bins or chunks push the first test up the ramp."""
     first = ctl.first_test_step
+    settings = ctl.settings
     return (
-        f"AutoLR tests the loss minimum where a bin of {ctl.bin_steps} "
-        f"steps and a chunk of {ctl.chunk_steps} (the model's "
+        f"AutoLR tests the loss minimum where a bin of {settings.bin_steps} "
+        f"steps and a chunk of {settings.chunk_steps} (the model's "
         f"steps_per_execution) end, so its first test can only run at step "
         f"{first}, {first / ctl.ramp_steps:.0%} of the way up the warmup "
         f"ramp (LR {ctl.ramp_lr_at(float(first)):.3g} by then): it may see "
@@ -96,12 +100,12 @@ def rescue_warning(event: dict[str, Any]) -> str:
     )
 
 
-def mean_wider_than_a_bin(num_steps: int, record: Any) -> str:
+def mean_wider_than_a_bin(num_steps: int, bin_width: int) -> str:
     """The error of `AutoLRController.update` for a mean of more steps than
-    a bin of the loss record `record` holds."""
+    a bin of the loss record (`bin_width` steps) holds."""
     return (
         "Argument `num_steps` must be at most the width of a bin of the "
-        f"loss record ({record.bin_width} steps): a mean of {num_steps} "
+        f"loss record ({bin_width} steps): a mean of {num_steps} "
         "steps spread over several bins makes the loss look noiseless to "
         f"the tests. Build the controller with `bin_steps={num_steps}` (a "
         "multiple of the chunk size), or pass each step's loss to "

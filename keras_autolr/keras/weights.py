@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-from keras_autolr import _keras_compat
-from keras_autolr.state_store import WEIGHT_STEPS
+from keras_autolr.keras import compat
+from keras_autolr.keras.backup import WEIGHT_STEPS
 
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
@@ -54,9 +54,9 @@ class WeightSnapshot:
 
     def take(self, step):
         """Copies the current weights if they are all finite."""
-        _keras_compat.sync_variables(self.model)
+        compat.sync_variables(self.model)
         variables = snapshot_variables(self.model)
-        values = _keras_compat.read_values(variables)
+        values = compat.read_values(variables)
         if not all_finite(values):
             return False
         self._variables, self._values = variables, values
@@ -84,7 +84,7 @@ class WeightSnapshot:
             ValueError: if a copy read back from disk does not fit the
                 model's variables (another model, or another optimizer).
         """
-        _keras_compat.sync_variables(self.model)
+        compat.sync_variables(self.model)
         variables = self._variables or snapshot_variables(self.model)
         shapes = [tuple(v.shape) for v in variables]
         if shapes != [a.shape for a in self._values]:
@@ -121,12 +121,18 @@ class WeightKeeper:
     pending one if none is. Host memory: up to three copies of the model
     and optimizer state.
 
+    It decides from the controller's `Report`s, and never sees the
+    controller.
+
     Args:
         model: a compiled Keras model.
+        ramp_lr_at: the LR of a step along the warmup ramp
+            (`AutoLRController.ramp_lr_at`).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, ramp_lr_at):
         self.model = model
+        self.ramp_lr_at = ramp_lr_at
         self.ladder = []  # Confirmed copies, oldest first; at most 2.
         self.pending = WeightSnapshot(model)
         self._tests_at_copy = 0
@@ -136,44 +142,44 @@ class WeightKeeper:
         """The newest confirmed copy (not `taken` when there is none)."""
         return self.ladder[-1] if self.ladder else WeightSnapshot(self.model)
 
-    def offer(self, controller, at_test=False):
-        """Takes a copy now if the controller's loss is at its lowest.
+    def offer(self, report, at_test=False):
+        """Takes a copy now if the loss is at its lowest, after the
+        controller's latest `report`.
 
         At a test (`at_test`), a copy is taken only when the detector sees
         the minimum coming (its probability is at least 0.5) or the last
         one is `_COPY_EVERY` tests old.
         """
-        tests = controller.warmup_tests
         skip = (
             at_test
-            and tests.tests_run - self._tests_at_copy < _COPY_EVERY
-            and (tests.last_probability or 0.0) < 0.5
+            and report.tests_run - self._tests_at_copy < _COPY_EVERY
+            and (report.probability or 0.0) < 0.5
         )
         if skip and not self.pending.taken:
             return  # Nothing to confirm, and no copy to take.
-        if not controller.at_lowest_loss():
+        if not report.at_lowest_loss:
             self.pending.release()
             return
         if self.pending.taken:
-            self._confirm(controller)
+            self._confirm(report)
         if skip:
             return
-        if _past_minimum(controller, _COPY_WITHIN):
+        if _past_minimum(report, _COPY_WITHIN):
             return
-        if self.pending.take(controller.steps):
-            self._tests_at_copy = tests.tests_run
+        if self.pending.take(report.steps):
+            self._tests_at_copy = report.tests_run
 
-    def _confirm(self, controller):
+    def _confirm(self, report):
         """Moves the pending copy onto the ladder as its newest copy. During
         warmup, the ladder also keeps the newest older copy taken at or
         below the LR of the latest smoothed minimum (else its oldest), for
         when the newest turns out to lie past the minimum."""
         new, self.pending = self.pending, WeightSnapshot(self.model)
-        lowest = controller.minimum_lr
-        ramp = controller.ramp_lr_at
+        lowest = report.lr_at_minimum
+        ramp = self.ramp_lr_at
         down = None
         if (
-            controller.phase == "warmup"
+            report.phase == "warmup"
             and lowest is not None
             and self.ladder
             and float(ramp(new.step)) > lowest
@@ -185,14 +191,15 @@ class WeightKeeper:
                 copy.release()
         self.ladder = [new] if down is None else [down, new]
 
-    def restore(self, max_lr=None, ramp_lr_at=None):
+    def restore(self, max_lr=None):
         """Puts back a copy; returns the step it was taken at, or `None` if
         there is none.
 
-        With `max_lr`, the newest confirmed copy taken at a ramp LR
-        (`ramp_lr_at(step)`) of at most `max_lr`, else the oldest; without,
-        the newest confirmed copy. The pending copy when none is confirmed.
+        With `max_lr`, the newest confirmed copy taken at a ramp LR of at
+        most `max_lr`, else the oldest; without, the newest confirmed copy.
+        The pending copy when none is confirmed.
         """
+        ramp_lr_at = self.ramp_lr_at
         if not self.ladder:
             if not self.pending.taken:
                 return None
@@ -260,13 +267,13 @@ class WeightKeeper:
         self.ladder = []
 
 
-def _past_minimum(controller, factor):
+def _past_minimum(report, factor):
     """Whether warmup has carried the LR of the last step run past `factor`
     times the LR at the smoothed loss minimum of the latest test."""
-    lowest = controller.minimum_lr
-    if controller.phase != "warmup" or lowest is None or not controller.steps:
+    lowest = report.lr_at_minimum
+    if report.phase != "warmup" or lowest is None or not report.steps:
         return False
-    return float(controller.lr_at(controller.steps - 1)) > factor * lowest
+    return report.last_lr > factor * lowest
 
 
 def snapshot_variables(model):
@@ -274,8 +281,8 @@ def snapshot_variables(model):
     counter, the learning-rate variable and AutoLR's own schedule variables
     (optimizer state on JAX): restoring must not move the schedule."""
     optimizer = model.optimizer
-    inner = _keras_compat.inner_optimizer(optimizer)
-    lr = _keras_compat.learning_rate_variable(optimizer)
+    inner = compat.inner_optimizer(optimizer)
+    lr = compat.learning_rate_variable(optimizer)
     skip = {id(inner.iterations), id(lr)}
     return list(model.weights) + [
         v
@@ -286,8 +293,8 @@ def snapshot_variables(model):
 
 def current_weights(model):
     """The model's weights as NumPy arrays, also during `fit` on JAX."""
-    _keras_compat.sync_variables(model)
-    return [_keras_compat.to_numpy(v) for v in model.weights]
+    compat.sync_variables(model)
+    return [compat.to_numpy(v) for v in model.weights]
 
 
 def all_finite(arrays):

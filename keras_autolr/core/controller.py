@@ -2,41 +2,34 @@
 
 Framework-free. It takes the training loss of each step (or the mean of a
 chunk of steps), records it (`LossRecord`), has the tests of warmup run
-(`WarmupTests`) and the decay guarded (`decisions`), and returns the
-learning rate of the next step; custom training loops use it directly
+(`WarmupTests`) and the decay guarded (`decay`), and returns a `Report`: the
+learning rate of the next step, what was decided, and the views the Keras
+adapter acts on. Custom training loops use it directly
 (`lr = ctl.step(loss)`). All time is counted in optimizer steps; epochs
 appear only in the Keras adapter. The whole schedule is a pure function of
-the decisions made on the way (`Plan`: the switch step, the peak LR and any
-decay restarts), so the Keras adapter evaluates it in-graph every step and
-touches the device only when a decision changes it.
+the decisions made on the way (`Decisions`: the switch step, the landing LR
+and any decay restarts), which only the controller changes, so the Keras
+adapter evaluates it in-graph every step and touches the device only when a
+decision changes it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
 
 import numpy as np
 
-from keras_autolr import _validation as check
-from keras_autolr import (
-    controller_state,
-    decisions,
-    loss_stats,
-    messages,
-    reference,
-    schedules,
-    settings,
-)
-from keras_autolr.detector import make_detector
-from keras_autolr.events import EventLog, Report
-from keras_autolr.loss_record import LossRecord, to_json
-from keras_autolr.plan import Plan
-from keras_autolr.warmup import WarmupTests
-
-WARMUP = "warmup"
-DECAY = "decay"
+from keras_autolr.core import checkpoint, decay, messages, options, schedule
+from keras_autolr.core import checks as check
+from keras_autolr.core import losses as stats
+from keras_autolr.core.events import DECAY, WARMUP, EventLog, Report
+from keras_autolr.core.losses import LossRecord, to_json
+from keras_autolr.core.schedule import Decisions
+from keras_autolr.core.smoothers import make_detector
+from keras_autolr.core.warmup import WarmupTests
 
 
 class AutoLRController:
@@ -45,15 +38,15 @@ class AutoLRController:
     Warmup starts at `min_lr` and grows the LR every step so that it would
     reach `max_lr` at the cap, `max_warmup_fraction * total_steps`. Every
     `check_every` steps a test asks whether the loss has passed its
-    minimum (`decisions.minimum_test`: a Gaussian process, run once the
-    loss has clearly fallen); after `patience` consecutive "yes" the LR
-    rolls back to `landing` (half) times the LR at the smoothed loss
-    minimum and decays from there to 0 at `total_steps`. A loss back at its
-    starting level ends warmup at the next test, at most at half the LR
-    tested; a non-finite loss at once. If the cap comes first, warmup ends
-    there at `landing` times the LR of the smoothed minimum so far. During
-    decay, a loss that blows up restarts the decay from half the LR (a
-    rescue).
+    minimum (`warmup.minimum_test`: a Gaussian process, run once the loss
+    has clearly fallen); after `patience` consecutive "yes" the LR rolls
+    back to the landing LR, `landing` (half) times the LR at the smoothed
+    loss minimum, and decays from there to 0 at `total_steps`. A loss back
+    at its starting level ends warmup at the next test, at most at half the
+    LR tested; a non-finite loss at once. If the cap comes first, warmup
+    ends there at `landing` times the LR of the smoothed minimum so far.
+    During decay, a loss that blows up restarts the decay from half the LR
+    (a rescue).
 
     Each test runs on a background thread and acts one test later
     (`WarmupTests`): training does not wait for it, and decisions are the
@@ -63,13 +56,13 @@ class AutoLRController:
     Args:
         total_steps: the step budget; the LR is 0 from this step on.
         **options: the options of the schedule, each documented in
-            `keras_autolr.settings.Settings`: `min_lr`, `max_lr`,
+            `keras_autolr.core.options.Settings`: `min_lr`, `max_lr`,
             `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
             `check_every`, `patience`, `num_tests`, `confidence`,
             `bin_steps`, `chunk_steps`, `min_bins`, `max_bins`, `seed`,
             `background`, `act_at_once`, `filters`, `smoother` and
-            `landing`. These and `total_steps` are readable as attributes
-            (`ctl.check_every`), as is `ramp_steps`, the warmup cap.
+            `landing`. They are readable, checked, as `ctl.settings`
+            (`ctl.settings.check_every`).
 
     The defaults, and the options that were measured and not kept, are
     discussed in `benchmarks/README.md`.
@@ -81,57 +74,50 @@ class AutoLRController:
     >>> while ctl.phase == "warmup":
     ...     loss = 1.0 + (math.log10(lr) + 2.0) ** 2  # Best LR 1e-2.
     ...     lr = ctl.step(loss)
-    >>> ctl.switch_event["reason"], round(math.log10(ctl.peak_lr))
+    >>> ctl.switch_event["reason"], round(math.log10(ctl.lr_at_minimum))
     ('minimum', -2)
     """
 
-    def __init__(self, total_steps: int, **options: Any) -> None:
-        unknown = sorted(set(options) - set(settings.OPTIONS))
+    def __init__(self, total_steps: int, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(options.OPTION_NAMES))
         if unknown:
             raise TypeError(
                 "Unrecognized keyword arguments passed to AutoLRController: "
-                f"{unknown}. Valid options: {list(settings.OPTIONS)}"
+                f"{unknown}. Valid options: {list(options.OPTION_NAMES)}"
             )
-        self.settings = settings.Settings(total_steps, **options)
-        self.detector = make_detector(
-            self.smoother,
-            num_tests=self.num_tests,
-            confidence=self.confidence,
-            seed=self.seed,
+        self.settings = settings = options.Settings(total_steps, **kwargs)
+        self.shape = settings.shape()
+        self._record = LossRecord(settings.bin_steps, settings.max_bins)
+        self._decisions = Decisions(
+            self.shape, settings.ramp_steps, settings.max_lr
         )
-        self.ramp_steps = self.settings.ramp_steps
-        self.shape = self.settings.shape()
-        self.record = LossRecord(self.bin_steps, self.max_bins)
-        self.plan = Plan(self.shape, self.ramp_steps, self.max_lr)
-        self.warmup_tests = WarmupTests(
-            self.detector,
-            self.plan,
-            self.check_every,
-            self.patience,
-            self.min_bins,
-            self.background,
-            self.act_at_once,
-            self.filters,
-            self.landing,
+        detector = make_detector(
+            settings.smoother,
+            num_tests=settings.num_tests,
+            confidence=settings.confidence,
+            seed=settings.seed,
+        )
+        self._tests = WarmupTests(
+            detector,
+            self.shape,
+            settings.ramp_steps,
+            settings.check_every,
+            settings.patience,
+            settings.min_bins,
+            settings.background,
+            settings.act_at_once,
+            settings.filters,
+            settings.landing,
         )
         self.reset()
-
-    def __getattr__(self, name: str) -> Any:
-        # The settings, read-only: `ctl.check_every` is
-        # `ctl.settings.check_every`.
-        if name in settings.FIELDS and "settings" in self.__dict__:
-            return getattr(self.settings, name)
-        raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}"
-        )
 
     @classmethod
     def reference(
         cls, total_steps: int, steps_per_epoch: int, **overrides: Any
     ) -> AutoLRController:
         """The AutoWU paper's setting (Kim et al., 2021) in one call:
-        `keras_autolr.reference` documents each option against the paper
-        and its public code, and the differences that remain.
+        `docs/reference.md` compares each option with the paper and its
+        public code, and lists the differences that remain.
 
         Args:
             total_steps: the step budget, `epochs * steps_per_epoch`.
@@ -142,12 +128,13 @@ class AutoLRController:
         Example:
 
         >>> ctl = AutoLRController.reference(90 * 100, steps_per_epoch=100)
-        >>> ctl.check_every, ctl.patience, ctl.act_at_once, ctl.filters
+        >>> s = ctl.settings
+        >>> s.check_every, s.patience, s.act_at_once, s.filters
         (100, 3, True, False)
         """
         check.check_int("steps_per_epoch", steps_per_epoch, 1)
-        options = {**reference.OPTIONS, "check_every": steps_per_epoch}
-        return cls(total_steps, **{**options, **overrides})
+        preset = {**options.AUTOWU, "check_every": steps_per_epoch}
+        return cls(total_steps, **{**preset, **overrides})
 
     # ------------------------------------------------------------------
     # Configuration and state.
@@ -159,10 +146,10 @@ class AutoLRController:
 
     def reset(self) -> None:
         """Forgets every recorded loss and decision: a new schedule."""
-        self.record.reset()
-        self.plan.reset()
-        self.warmup_tests.reset()
-        self._check_mark = 0  # Test points passed: steps // check_every.
+        self._record.reset()
+        self._decisions.reset()
+        self._tests.reset()
+        self._test_mark = 0  # Test points passed: steps // check_every.
         self._events = EventLog()
 
     def get_state(self) -> dict[str, Any]:
@@ -172,19 +159,19 @@ class AutoLRController:
         bin values are stored as `None`. Waits for a test in flight: the
         state holds its answer.
         """
-        return controller_state.pack(
+        return checkpoint.pack(
             self.get_config(),
-            record=self.record.get_state(),
-            plan=self.plan.get_state(),
-            warmup=self.warmup_tests.get_state(),
-            check_mark=self._check_mark,
+            record=self._record.get_state(),
+            plan=self._decisions.get_state(),
+            warmup=self._tests.get_state(),
+            check_mark=self._test_mark,
             events=self._events.get_state(),
         )
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AutoLRController:
         """A controller rebuilt from a `get_state()` (e.g. a saved file)."""
-        controller = cls(**controller_state.config_of(state))
+        controller = cls(**checkpoint.config_of(state))
         controller.set_state(state)
         return controller
 
@@ -194,41 +181,64 @@ class AutoLRController:
         Raises:
             ValueError: if the state is of another format or configuration.
         """
-        parts = controller_state.unpack(state, self.get_config())
-        self.record.set_state(parts["record"])
-        self.plan.set_state(parts["plan"])
-        self.warmup_tests.set_state(parts["warmup"])
-        self._check_mark = int(parts["check_mark"])
+        parts = checkpoint.unpack(state, self.get_config())
+        self._record.set_state(parts["record"])
+        self._decisions.set_state(parts["plan"])
+        self._tests.set_state(parts["warmup"])
+        self._test_mark = int(parts["check_mark"])
         self._events.set_state(parts["events"])
 
     # ------------------------------------------------------------------
     # Read-only views.
 
     @property
+    def total_steps(self) -> int:
+        """The step budget; the LR is 0 from this step on."""
+        return self.settings.total_steps
+
+    @property
+    def ramp_steps(self) -> int:
+        """The warmup cap, in steps."""
+        return self.settings.ramp_steps
+
+    @property
     def steps(self) -> int:
         """Number of steps whose loss has been observed."""
-        return self.record.steps
+        return self._record.steps
 
     @property
     def phase(self) -> str:
         """`"warmup"` before the switch step, `"decay"` from it on."""
-        return WARMUP if self.steps < self.plan.switch_step else DECAY
+        return WARMUP if self.steps < self._decisions.switch_step else DECAY
 
     @property
     def switch_step(self) -> int:
         """First step of the decay (the warmup cap until a decision)."""
-        return self.plan.switch_step
+        return self._decisions.switch_step
 
     @property
-    def peak_lr(self) -> float:
-        """LR at which the decay starts (provisional during warmup)."""
-        return self.plan.peak_lr
+    def landing_lr(self) -> float:
+        """The LR the decay starts from (provisional during warmup): below
+        the ramp's highest LR, which overshoots the minimum."""
+        return self._decisions.landing_lr
+
+    @property
+    def decay_start(self) -> int:
+        """First step of the current decay: the switch, or the last
+        restart."""
+        return self._decisions.decay_start
+
+    @property
+    def revision(self) -> int:
+        """Counts the changes of the schedule's decisions."""
+        return self._decisions.revision
 
     @property
     def first_test_step(self) -> int:
         """The earliest step at which a test can run: `min_bins` bins."""
-        step = self.min_bins * self.bin_steps
-        return -(-step // self.check_every) * self.check_every
+        settings = self.settings
+        step = settings.min_bins * settings.bin_steps
+        return -(-step // settings.check_every) * settings.check_every
 
     @property
     def switch_event(self) -> dict[str, Any] | None:
@@ -236,9 +246,24 @@ class AutoLRController:
         return self._events.first("switch")
 
     @property
-    def minimum_lr(self) -> float | None:
+    def lr_at_minimum(self) -> float | None:
         """LR at the smoothed loss minimum of the latest test, if any."""
-        return self.warmup_tests.minimum_lr
+        return self._tests.minimum_lr
+
+    @property
+    def tests_run(self) -> int:
+        """Tests of the loss minimum started so far."""
+        return self._tests.tests_run
+
+    @property
+    def detector_runs(self) -> int:
+        """Tests acted on whose Gaussian process ran."""
+        return self._tests.detector_runs
+
+    @property
+    def last_probability(self) -> float | None:
+        """Mean past-minimum probability of the latest test acted on."""
+        return self._tests.last_probability
 
     @property
     def lr(self) -> float:
@@ -257,18 +282,28 @@ class AutoLRController:
 
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
-        return self.plan.lr_at(step)
+        return self._decisions.lr_at(step)
 
     def ramp_lr_at(self, step: Any) -> Any:
         """LR of ramp step(s) `step` (whether or not warmup ended there)."""
         return self.shape.warmup_lr(
-            step, xp=np if np.ndim(step) else schedules.SCALAR
+            step, xp=np if np.ndim(step) else schedule.SCALAR
         )
+
+    def loss_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded losses as `(center_step, mean_loss, num_steps)` of
+        each closed bin: read-only arrays."""
+        return self._record.bins()
 
     def at_lowest_loss(self) -> bool:
         """Whether the loss is now within noise of its lowest level
-        (`loss_stats.at_lowest_loss`): the weights are worth keeping."""
-        return loss_stats.at_lowest_loss(self.record.bins()[1])
+        (`losses.at_lowest_loss`): the weights are worth keeping."""
+        return stats.at_lowest_loss(self._record.bins()[1])
+
+    def report(self) -> Report:
+        """Where the schedule stands now, as the `Report` of an update that
+        decided nothing."""
+        return self._report()
 
     # ------------------------------------------------------------------
     # Feeding losses.
@@ -297,9 +332,11 @@ class AutoLRController:
                 passes for a fall and a blow-up); nothing is recorded.
         """
         check.check_int("num_steps", num_steps, 1)
-        if num_steps > self.record.bin_width:
+        if num_steps > self._record.bin_width:
             raise ValueError(
-                messages.mean_wider_than_a_bin(num_steps, self.record)
+                messages.mean_wider_than_a_bin(
+                    num_steps, self._record.bin_width
+                )
             )
         return self._advance(float(loss), num_steps, known=True)
 
@@ -333,59 +370,93 @@ class AutoLRController:
     def _advance(self, loss: Any, num_steps: int, known: bool) -> Report:
         """`loss`: the mean loss of the `num_steps` steps, or an array of
         one loss per step."""
+        settings = self.settings
         was_warmup = self.phase == WARMUP
         first_step = self.steps
-        events, tests = len(self._events), self.warmup_tests.tests_run
+        events, tests = len(self._events), self._tests.tests_run
         if np.ndim(loss):
-            closed = self.record.add_each(loss)
+            closed = self._record.add_each(loss)
             loss = float(np.mean(loss))
         else:
-            closed = self.record.add(loss, num_steps)
+            closed = self._record.add(loss, num_steps)
         test_due = False
-        if closed is not None and closed // self.check_every > self._check_mark:
-            self._check_mark = closed // self.check_every
+        every = settings.check_every
+        if closed is not None and closed // every > self._test_mark:
+            self._test_mark = closed // every
             test_due = True
         end = self.steps
         # Unknown losses decide nothing; only the cap can end warmup.
         if known and not math.isfinite(loss):
-            self.warmup_tests.drop_pending()
+            self._tests.drop_pending()
             if self.phase == WARMUP:
                 self._diverged(loss, first_step)
-            elif not was_warmup and decisions.restart_after_non_finite(
-                self.record, self.plan, self.total_steps
+            elif not was_warmup and decay.restart_after_non_finite(
+                self._record, self._decisions, settings.total_steps
             ):
                 self._rescue("divergence", loss, self.steps)
         elif was_warmup:
-            switch = self.warmup_tests.at_test_point(
-                self.record, end, test_due, known
+            verdicts = self._tests.at_test_point(
+                self._record, end, test_due, known
             )
-            if switch is not None:
-                self._switch(switch.reason, switch.step, switch.peak_lr)
+            for verdict in verdicts:
+                if verdict.reason is None:
+                    self._decisions.set_landing(verdict.landing_lr)
+                else:
+                    self._switch(
+                        verdict.reason, verdict.step, verdict.landing_lr
+                    )
         elif (
             known
             and test_due
-            and decisions.blew_up_in_decay(
-                self.record,
-                self.plan,
-                self.total_steps,
-                self.patience * self.check_every,
-                self.check_every,
+            and decay.blew_up_in_decay(
+                self._record,
+                self._decisions,
+                settings.total_steps,
+                settings.patience * every,
+                every,
             )
         ):
             self._rescue("explosion", loss, self.steps)
         if was_warmup and self.phase == DECAY and not self._events:
             self._switch("cap", self.switch_step)
-        return Report(
-            lr=self.lr,
-            tested=self.warmup_tests.tests_run != tests,
+        return self._report(
+            tested=self._tests.tests_run != tests,
             switch=self._events.first("switch", since=events),
             rescue=self._events.first("rescue", since=events),
+        )
+
+    def _report(self, **decided: Any) -> Report:
+        steps, decisions = self.steps, self._decisions
+        record = self._record
+
+        def lowest() -> bool:
+            if record.steps != steps:
+                raise RuntimeError(
+                    "Report.at_lowest_loss is known only until the next "
+                    "update of the controller."
+                )
+            return stats.at_lowest_loss(record.bins()[1])
+
+        return Report(
+            lr=self.lr,
+            steps=steps,
+            phase=self.phase,
+            switch_step=decisions.switch_step,
+            decay_start=decisions.decay_start,
+            decay_lr=decisions.decay_lr,
+            revision=decisions.revision,
+            tests_run=self._tests.tests_run,
+            probability=self._tests.last_probability,
+            lr_at_minimum=self._tests.minimum_lr,
+            last_lr=float(self.lr_at(steps - 1)) if steps else None,
+            _lowest=lowest,
+            **decided,
         )
 
     def _diverged(self, loss: float, first_step: int) -> None:
         """A non-finite loss during warmup: end it now, at a safe LR."""
         now = self.steps
-        safe = self.warmup_tests.safe_lr(self.record, first_step)
+        safe = self._tests.safe_lr(self._record, first_step)
         last = float(self.lr_at(now - 1))
         text = messages.diverged_in_warmup(loss, now - 1, last, safe)
         warnings.warn(text, RuntimeWarning, stacklevel=4)
@@ -397,7 +468,7 @@ class AutoLRController:
         loss."""
         lr_before = float(self.lr_at(step - 1))
         peak = 0.5 * lr_before
-        self.plan.restart(step, peak)
+        self._decisions.restart(step, peak)
         event = {"step": step, "event": "rescue", "reason": reason}
         event.update(lr_before=lr_before, peak_lr=peak, loss=to_json(loss))
         self._events.add(event)
@@ -405,16 +476,41 @@ class AutoLRController:
         warnings.warn(text, RuntimeWarning, stacklevel=5)
 
     def _switch(
-        self, reason: str, step: int, peak_lr: float | None = None
+        self, reason: str, step: int, landing_lr: float | None = None
     ) -> None:
-        """Ends warmup at `step`, from `peak_lr` (`None`: the cap, where the
-        plan already ends it)."""
-        if peak_lr is not None:
-            self.plan.switch(step, peak_lr)
+        """Ends warmup at `step`, from `landing_lr` (`None`: the cap, where
+        the decisions already end it)."""
+        if landing_lr is not None:
+            self._decisions.switch(step, landing_lr)
         event = {"step": step, "event": "switch", "reason": reason}
         event.update(
             lr_before=float(self.lr_at(step - 1)),
-            peak_lr=self.plan.peak_lr,
-            minimum_lr=self.warmup_tests.minimum_lr,
+            peak_lr=self._decisions.landing_lr,
+            minimum_lr=self._tests.minimum_lr,
         )
         self._events.add(event)
+
+
+def _deprecated(name: str, new: str) -> property:
+    """A read-only alias, for one release, of the view `new` (a dotted
+    path from the controller)."""
+
+    def getter(self: AutoLRController) -> Any:
+        warnings.warn(
+            f"`AutoLRController.{name}` is deprecated: use `{new}`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return functools.reduce(getattr, new.split("."), self)
+
+    return property(getter, doc=f"Deprecated alias of `{new}`.")
+
+
+# The names of release 0.2, kept for one release (CHANGELOG).
+AutoLRController.peak_lr = _deprecated("peak_lr", "landing_lr")
+AutoLRController.minimum_lr = _deprecated("minimum_lr", "lr_at_minimum")
+for _name in options.FIELDS:
+    if not hasattr(AutoLRController, _name):
+        setattr(
+            AutoLRController, _name, _deprecated(_name, f"settings.{_name}")
+        )

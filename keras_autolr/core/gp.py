@@ -12,15 +12,17 @@ minimum is behind us.
 
 Why NumPy/SciPy and not TensorFlow Probability: with the length scale fixed,
 the marginal likelihood has a closed form after a single eigendecomposition,
-so the output scale and noise are fitted *exactly* (a 1-D profile-likelihood
-search) instead of by 100 Adam iterations, and a whole check costs about
-20 ms here (`benchmarks/detector_cost.py`). TFP's TensorFlow substrate needs
-`tf-keras` (hence Keras 2 and the full `tensorflow` wheel next to Keras 3),
-and its NumPy substrate took 60 to 80 ms per posterior here, so 5 posteriors
-would blow the 50 ms budget per check. The test suite checks this
-implementation against TFP's `GaussianProcessRegressionModel` (NumPy
-substrate) as the reference, and `smoother="tfp"` runs TFP's GP instead
-(`keras_autolr.tfp_smoother`, `make_detector`).
+so the output scale and noise are fitted exactly (a 1-D profile-likelihood
+search) instead of by 100 Adam iterations, at a fraction of the cost of
+TFP's GP (`benchmarks/detector_cost.py`); TFP's TensorFlow substrate would
+also need `tf-keras`, hence Keras 2. The tests check this implementation
+against TFP's `GaussianProcessRegressionModel` (NumPy substrate), and
+`smoother="tfp"` runs TFP's GP instead (`keras_autolr.core.smoothers`).
+
+The points a test is fitted to (`Points`) are the finite (time, loss)
+points of the recorded bins, standardised, each with its relative noise
+variance (the bin's local noise over its count); each posterior is
+conditioned on a seeded subsample of them (`subsample`).
 """
 
 from __future__ import annotations
@@ -32,14 +34,85 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import ThreadpoolController
 
-from keras_autolr import _validation as check
-from keras_autolr.gp_points import Points, subsample
+from keras_autolr.core import checks as check
 
 # A floor on the noise variance, relative to the variance of the data:
 # keeps the Gram matrix well conditioned when the losses are nearly exact.
-_MIN_NOISE = 1e-6
+MIN_NOISE = 1e-6
 # Candidate signal-to-noise ratios for the profile-likelihood search.
 _LOG10_SNR_GRID = np.linspace(-4.0, 8.0, 97)
+
+
+@dataclasses.dataclass(frozen=True)
+class Points:
+    """The finite points of a test, standardised: `y = (loss - mean) /
+    std`, with the relative noise variance of each."""
+
+    x: np.ndarray
+    y: np.ndarray
+    noise: np.ndarray  # Relative noise variance of each point (mean 1).
+    center: float
+    std: float
+
+    @property
+    def size(self) -> int:
+        return int(self.x.size)
+
+    @classmethod
+    def make(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        counts: np.ndarray | None,
+        noise: np.ndarray | None = None,
+    ) -> Points | None:
+        x = np.asarray(x, dtype=np.float64).ravel()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        counts = _ones_or(counts, y)
+        noise = _ones_or(noise, y)
+        if not x.shape == y.shape == counts.shape == noise.shape:
+            raise ValueError(
+                "`x`, `y`, `counts` and `noise` must have the same length. "
+                f"Received: {x.size}, {y.size}, {counts.size} and "
+                f"{noise.size} values."
+            )
+        keep = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (counts > 0)
+            & np.isfinite(noise)
+            & (noise > 0)
+        )
+        if np.count_nonzero(keep) < 3:
+            return None
+        x, y, counts, noise = x[keep], y[keep], counts[keep], noise[keep]
+        center = float(np.mean(y))
+        std = float(np.std(y))
+        if not std > 0.0 or not np.isfinite(std):
+            std = 1.0  # Constant losses: nothing to detect, keep it finite.
+        relative = noise / counts
+        # Scaled by the largest first: a mean of huge variances overflows.
+        relative /= np.max(relative)
+        relative /= np.mean(relative)
+        return cls(x, (y - center) / std, relative, center, std)
+
+    def take(self, idx: np.ndarray) -> Points:
+        return Points(
+            self.x[idx], self.y[idx], self.noise[idx], self.center, self.std
+        )
+
+
+def _ones_or(values: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    if values is None:
+        return np.ones_like(like)
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+def subsample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """`min(n, k)` sorted indices drawn uniformly without replacement."""
+    if n <= k:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=k, replace=False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +357,7 @@ class MinimumDetector:
         fine = np.linspace(lo, hi, 41)
         log10_r = float(fine[int(np.argmin(profile_nll(fine)))])
         r = 10.0**log10_r
-        noise2 = max(float(np.mean(z2 / (r * lam + 1.0))), _MIN_NOISE)
+        noise2 = max(float(np.mean(z2 / (r * lam + 1.0))), MIN_NOISE)
         return r * noise2, noise2
 
     def _posterior(
@@ -305,10 +378,10 @@ class MinimumDetector:
         prior_cov_now = scale2 * self._kernel(grid[:-1], grid[now:])[:, 0]
         cov_now = prior_cov_now - half[:, :-1].T @ half[:, now]
         diff_var = var[:-1] + var[now] - 2.0 * cov_now + self.jitter
-        return _posterior_of(data, grid, mean, var, diff_var)
+        return posterior_of(data, grid, mean, var, diff_var)
 
 
-def _posterior_of(
+def posterior_of(
     data: Points,
     grid: np.ndarray,
     mean: np.ndarray,
@@ -326,25 +399,6 @@ def _posterior_of(
         std=data.std * np.sqrt(var),
         past_minimum_probability=p,
     )
-
-
-SMOOTHERS = ("numpy", "tfp")
-
-
-def make_detector(smoother: str = "numpy", **kwargs) -> MinimumDetector:
-    """The `MinimumDetector` of a smoother: `"numpy"` (this module's exact
-    GP) or `"tfp"` (TensorFlow Probability's, `tfp_smoother`).
-
-    Raises:
-        ValueError: for another `smoother`.
-        ImportError: for `"tfp"` without TensorFlow Probability.
-    """
-    check.check_choice("smoother", smoother, SMOOTHERS)
-    if smoother == "tfp":
-        from keras_autolr.tfp_smoother import TFPMinimumDetector
-
-        return TFPMinimumDetector(**kwargs)
-    return MinimumDetector(**kwargs)
 
 
 _BLAS: list[ThreadpoolController] = []

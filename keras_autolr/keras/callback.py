@@ -6,19 +6,26 @@ the train step recorded them; or `LoggedLosses`, from the logs after every
 chunk) -> `AutoLRController` -> its `Report` -> the `InstalledSchedule`
 (whose values are written only when a decision changes them), and the
 `WeightKeeper`'s copies. The optimizer evaluates the schedule in-graph
-every step.
+every step. Calls run one way: the callback pulls the losses and calls the
+controller; everything it acts on comes back in the `Report`.
 """
 
 import warnings
 
 import keras
+import numpy as np
 
-from keras_autolr import _keras_compat, fit_plan, messages, reference
-from keras_autolr import _validation as check
-from keras_autolr.keras_schedule import InstalledSchedule
-from keras_autolr.state_store import StateStore
-from keras_autolr.step_losses import LoggedLosses, StepLosses
-from keras_autolr.weights import WeightKeeper, all_finite, current_weights
+from keras_autolr.core import checks as check
+from keras_autolr.core import messages, options
+from keras_autolr.keras import budget, compat
+from keras_autolr.keras.backup import StateStore
+from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
+from keras_autolr.keras.lr_schedule import InstalledSchedule
+from keras_autolr.keras.weights import (
+    WeightKeeper,
+    all_finite,
+    current_weights,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_autolr")
@@ -115,11 +122,11 @@ class AutoLR(keras.callbacks.Callback):
         **kwargs,
     ):
         super().__init__()
-        unknown = sorted(set(kwargs) - set(fit_plan.OPTIONS))
+        unknown = sorted(set(kwargs) - set(budget.CALLBACK_OPTIONS))
         if unknown:
             raise TypeError(
                 f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
-                f"Valid options: {list(fit_plan.OPTIONS)}"
+                f"Valid options: {list(budget.CALLBACK_OPTIONS)}"
             )
         check.check_optional_int("epochs", epochs)
         check.check_optional_int("steps_per_epoch", steps_per_epoch)
@@ -145,7 +152,7 @@ class AutoLR(keras.callbacks.Callback):
         self.restore_weights = restore_weights
         self.controller_options = dict(kwargs)
         # Fails now, not at the first fit, on a bad option value.
-        fit_plan.make_controller(
+        budget.make_controller(
             kwargs,
             check_every,
             monitor,
@@ -154,6 +161,7 @@ class AutoLR(keras.callbacks.Callback):
             probe=True,
         )
         self.controller = None
+        self._report = None
         self._schedule = None
         self._store = None
         self._weights = None
@@ -184,8 +192,8 @@ class AutoLR(keras.callbacks.Callback):
         (`act_at_once=True`), `patience=3`, the GP's vote alone
         (`filters=False`) and `decay="constant_cosine"`; no weight copies
         are kept or restored (`restore_weights=False`), as the reference.
-        `keras_autolr.reference` documents each option against the paper's
-        code, and the differences that remain.
+        `docs/reference.md` compares each option with the paper's code,
+        and lists the differences that remain.
 
         Args:
             epochs: the training budget in epochs. Defaults to `None`: the
@@ -199,19 +207,19 @@ class AutoLR(keras.callbacks.Callback):
         model.fit(x, y, epochs=90, callbacks=[AutoLR.reference(epochs=90)])
         ```
         """
-        options = {
-            **reference.OPTIONS,
+        preset = {
+            **options.AUTOWU,
             "check_every": "epoch",
             "restore_weights": False,
         }
-        options.update(overrides)
-        return cls(epochs=epochs, **options)
+        preset.update(overrides)
+        return cls(epochs=epochs, **preset)
 
     # ------------------------------------------------------------------
     # Training hooks.
 
     def on_train_begin(self, logs=None):
-        epochs, steps_per_epoch = fit_plan.budget(
+        epochs, steps_per_epoch = budget.budget(
             self.params, self.epochs, self.steps_per_epoch
         )
         chunk = int(getattr(self.model, "steps_per_execution", 1) or 1)
@@ -219,9 +227,9 @@ class AutoLR(keras.callbacks.Callback):
         # records every step's loss; otherwise the logs hold the running
         # mean, once per chunk (every step's loss at one step per chunk).
         record = self.monitor == "loss" and (
-            _keras_compat.uses_builtin_train_step(self.model)
+            compat.uses_builtin_train_step(self.model)
         )
-        controller = fit_plan.make_controller(
+        controller = budget.make_controller(
             self.controller_options,
             self.check_every,
             self.monitor,
@@ -237,10 +245,10 @@ class AutoLR(keras.callbacks.Callback):
         ):
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
-        fit_plan.warn_if_tests_come_late(self.controller)
+        budget.warn_if_tests_come_late(self.controller)
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
-        self._weights = WeightKeeper(self.model)
+        self._weights = WeightKeeper(self.model, self.controller.ramp_lr_at)
         # Before the schedule, which rebuilds the train function.
         self._losses = (
             StepLosses(self.model, self._read_every(), chunk, steps_per_epoch)
@@ -270,17 +278,17 @@ class AutoLR(keras.callbacks.Callback):
     def _feed(self, logs, flush=False):
         """Feeds the controller the losses of the steps run, where a
         decision needs them (or with `flush`), and acts on its report."""
-        ctl = self.controller
-        report = self._losses.feed(ctl, self._ran, logs, flush)
-        if report is None:
+        losses = self._losses.read(self._ran, logs, self._report, flush)
+        if losses is None:
             return  # No decision needs the losses yet.
-        self._schedule.update(horizon=self._losses.horizon(ctl))
+        report = self._report = _update(self.controller, losses)
+        self._schedule.update(report, horizon=self._losses.horizon(report))
         if report.switch is not None:
             self._on_switch(report.switch)
         elif report.rescue is not None:
             self._on_rescue(report.rescue)
         elif self.restore_weights and report.tested:
-            self._weights.offer(self.controller, at_test=True)
+            self._weights.offer(report, at_test=True)
 
     def on_epoch_end(self, epoch, logs=None):
         # An epoch cut short (the data ran out) ends without its last read.
@@ -288,7 +296,7 @@ class AutoLR(keras.callbacks.Callback):
         if logs is not None:
             self._add_logs(logs, self.controller.steps - 1)
         if self.restore_weights:
-            self._weights.offer(self.controller)
+            self._weights.offer(self._report)
         if self._store is not None:
             state = self.controller.get_state()
             state.update(self._weights.save(self._store))
@@ -299,7 +307,7 @@ class AutoLR(keras.callbacks.Callback):
             self._losses.remove()
             self._losses = None
         if self._schedule is not None:
-            self._schedule.remove()
+            self._schedule.remove(self.controller.lr)
             self._schedule = None
         if self._weights is not None:
             self._weights.release()
@@ -312,9 +320,9 @@ class AutoLR(keras.callbacks.Callback):
         precision may skip a step (the schedule then realigns with the
         optimizer's step counter at every chunk)."""
         optimizer = self.model.optimizer
-        if _keras_compat.inner_optimizer(optimizer) is not optimizer:
+        if compat.inner_optimizer(optimizer) is not optimizer:
             return self._chunk
-        return self.controller.check_every
+        return self.controller.settings.check_every
 
     def _resume(self, epoch):
         """Brings the controller to the start of epoch `epoch`.
@@ -349,15 +357,15 @@ class AutoLR(keras.callbacks.Callback):
             ctl.set_state(state)
         if self._store and self.restore_weights and not self._weights.taken:
             self._weights.load(self._store, epoch)
-        self._schedule.update(force=True)
+        self._report = ctl.report()
+        self._schedule.update(self._report, force=True)
 
     def _on_switch(self, event):
         if self.restore_weights:
             # Weights that produced a non-finite loss are not worth keeping;
             # nor those from past the smoothed minimum, where the LR may
             # have damaged them.
-            ctl = self.controller
-            kept = self._weights.restore(ctl.minimum_lr, ctl.ramp_lr_at)
+            kept = self._weights.restore(event["minimum_lr"])
             if kept is not None and event["reason"] == "divergence":
                 text = messages.restored_before_divergence(kept, event)
                 warnings.warn(text, RuntimeWarning, stacklevel=3)
@@ -365,8 +373,9 @@ class AutoLR(keras.callbacks.Callback):
                 text = messages.NO_COPY_BEFORE_DIVERGENCE
                 warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
-            ctl = self.controller
-            print(messages.switch_line(ctl, event, self._steps_per_epoch))
+            settings = self.controller.settings
+            line = messages.switch_line(event, settings, self._steps_per_epoch)
+            print(line)
 
     def _on_rescue(self, event):
         """The loss blew up during decay: the controller restarted the
@@ -386,3 +395,13 @@ class AutoLR(keras.callbacks.Callback):
         step = max(step, 0)
         logs["learning_rate"] = float(ctl.lr_at(step))
         logs["autolr_phase"] = int(step >= ctl.switch_step)
+
+
+def _update(controller, losses):
+    """Feeds `controller` the `Losses` of the steps run; returns its
+    `Report`."""
+    if losses.values is None:
+        return controller.skip(losses.num_steps)
+    if np.ndim(losses.values):
+        return controller.update_steps(losses.values)
+    return controller.update(losses.values, num_steps=losses.num_steps)
