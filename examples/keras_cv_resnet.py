@@ -96,7 +96,7 @@ def main():
     )
 
     _, accuracy = model.evaluate(test, verbose=0)
-    print(f"Peak LR chosen by AutoLR: {autolr.controller.peak_lr:.3g}")
+    print(f"Landing LR chosen by AutoLR: {autolr.controller.landing_lr:.3g}")
     print(f"Test accuracy: {accuracy:.4f}")
     if args.plot:
         keras_autolr.plot(autolr, args.plot, title="KerasCV ResNetV2 + AdamP")

@@ -91,7 +91,7 @@ def main():
     ctl = autolr.controller
     print(
         f"{ctl.total_steps} steps of batch {BATCH_SIZE}, "
-        f"{STEPS_PER_EXECUTION} per execution; peak LR {ctl.peak_lr:.3g}"
+        f"{STEPS_PER_EXECUTION} per execution; landing LR {ctl.landing_lr:.3g}"
     )
     print(f"Test accuracy: {accuracy:.4f}")
     if args.plot:

@@ -46,26 +46,14 @@ class AutoLRController:
     LR tested; a non-finite loss at once. If the cap comes first, warmup
     ends there at `landing` times the LR of the smoothed minimum so far.
     During decay, a loss that blows up restarts the decay from half the LR
-    (a rescue).
-
-    Each test runs on a background thread and acts one test later
-    (`WarmupTests`): training does not wait for it, and decisions are the
-    same in every process. The test at the cap acts at once (waited for),
-    and `get_state()` waits for a test in flight.
+    (a rescue). Each test runs on a worker thread and acts one test later
+    (`WarmupTests`), so decisions are the same in every process.
 
     Args:
         total_steps: the step budget; the LR is 0 from this step on.
-        **options: the options of the schedule, each documented in
-            `keras_autolr.core.options.Settings`: `min_lr`, `max_lr`,
-            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
-            `check_every`, `patience`, `num_tests`, `confidence`,
-            `bin_steps`, `chunk_steps`, `min_bins`, `max_bins`, `seed`,
-            `background`, `act_at_once`, `filters`, `smoother` and
-            `landing`. They are readable, checked, as `ctl.settings`
-            (`ctl.settings.check_every`).
-
-    The defaults, and the options that were measured and not kept, are
-    discussed in `benchmarks/README.md`.
+        **options: the options of the schedule, each documented, with its
+            default, in `keras_autolr.core.options.Settings`; readable,
+            checked, as `ctl.settings` (`ctl.settings.check_every`).
 
     Example:
 
@@ -427,16 +415,6 @@ class AutoLRController:
 
     def _report(self, **decided: Any) -> Report:
         steps, decisions = self.steps, self._decisions
-        record = self._record
-
-        def lowest() -> bool:
-            if record.steps != steps:
-                raise RuntimeError(
-                    "Report.at_lowest_loss is known only until the next "
-                    "update of the controller."
-                )
-            return stats.at_lowest_loss(record.bins()[1])
-
         return Report(
             lr=self.lr,
             steps=steps,
@@ -449,7 +427,7 @@ class AutoLRController:
             probability=self._tests.last_probability,
             lr_at_minimum=self._tests.minimum_lr,
             last_lr=float(self.lr_at(steps - 1)) if steps else None,
-            _lowest=lowest,
+            _record=self._record,
             **decided,
         )
 

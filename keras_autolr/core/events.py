@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from typing import Any
+
+from keras_autolr.core import losses
+from keras_autolr.core.losses import LossRecord
 
 WARMUP = "warmup"
 DECAY = "decay"
@@ -61,7 +63,7 @@ class Report:
     probability: float | None = None
     lr_at_minimum: float | None = None
     last_lr: float | None = None
-    _lowest: Callable[[], bool] | None = dataclasses.field(
+    _record: LossRecord | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
 
@@ -69,8 +71,17 @@ class Report:
     def at_lowest_loss(self) -> bool:
         """Whether the loss is now within noise of its lowest level
         (`losses.at_lowest_loss`): the weights are worth keeping. Computed
-        on first use, while the controller has seen no further step."""
-        return bool(self._lowest()) if self._lowest else False
+        on first use, which must come before the controller's next update.
+        """
+        record = self._record
+        if record is None:
+            return False
+        if record.steps != self.steps:
+            raise RuntimeError(
+                "Report.at_lowest_loss is known only until the next update "
+                "of the controller that made the report."
+            )
+        return bool(losses.at_lowest_loss(record.bins()[1]))
 
 
 class EventLog:

@@ -257,8 +257,7 @@ class MinimumDetector:
         if data is None:
             return Detection(False, (), ())
         # One BLAS thread: these matrices are small, and a multi-threaded
-        # BLAS that competes with the training process for the same cores
-        # was measured 10 to 20 times slower than a single thread.
+        # BLAS competes with the training process for the same cores.
         with _blas().limit(limits=1, user_api="blas"):
             return self._test(data, key)
 

@@ -4,8 +4,8 @@ Keras 3 has no public way to make an optimizer read its learning rate from
 a schedule *without* replacing its `learning_rate` variable: the setter
 swaps the variable for the schedule, which untracks it, and then a
 checkpoint of the optimizer no longer matches its layout
-(`keras.callbacks.BackupAndRestore` was seen to skip restoring the
-optimizer, its step counter back at 0). So AutoLR keeps the variable and
+(`keras.callbacks.BackupAndRestore` then skips restoring the optimizer,
+its step counter back at 0). So AutoLR keeps the variable and
 redirects the one method that reads it, `_get_current_learning_rate`,
 which every Keras 3 optimizer calls once per step to get its LR. The
 variable itself is `_learning_rate`. The per-step loss record replaces the
@@ -183,9 +183,8 @@ def read_values(variables):
 
     With the TensorFlow backend each plain variable is read by one
     `ReadVariableOp` on its handle, which skips the Python layers of a
-    variable's own read (about half the time of a copy of a small model
-    and its Adam state on this CPU), with nothing to trace (a
-    `tf.function` would take about 45 ms to trace at the first copy). The
+    variable's own read, with nothing to trace (a `tf.function` would be
+    traced at the first copy). The
     variables of a `tf.distribute` strategy are read as other backends'
     are, one by one through `numpy()`, which sums the replicas of an
     on-read variable (a handle would read one replica).
