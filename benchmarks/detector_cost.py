@@ -10,7 +10,7 @@ and 1,000,000 recorded losses; the last is the long-run bound):
    those N steps: the per-step bookkeeping (binning, the next LR).
 2. `MinimumDetector().test(x, means, counts, key=k)` is then timed on
    exactly the arrays the controller would test after those N steps
-   (`centers, means, counts = ctl.record.bins()`, `x = centers / N`), for
+   (`centers, means, counts = ctl.loss_bins()`, `x = centers / N`), for
    `k = 0 .. R-1`, after one untimed call (reported as `first_ms`). The
    median and p90 of those R calls are `check_ms_median` and `check_ms_p90`.
 3. `bins` is how many bins the controller holds (at most `max_bins = 1024`:
@@ -37,7 +37,7 @@ posteriors on 256), and under the 50 ms target at every size. For scale,
 the AutoWU reference implementation took 2.4 to 6.1 s per check; that figure
 is quoted, not measured by this script.
 
-Usage: `python benchmarks/detector_cost.py [--sizes ...] [--repeats R]
+Usage: `python -m benchmarks.detector_cost [--sizes ...] [--repeats R]
 [--out DIR] [--quick]`. Writes `detector_cost.json` and `detector_cost.md`
 under `--out` (default `benchmarks/results`).
 """
@@ -53,10 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from provenance import environment as base_environment
 
+from benchmarks.common import RESULTS, environment, write_result
 from keras_autolr import AutoLRController, MinimumDetector
-from keras_autolr.detector import make_detector
+from keras_autolr.core.smoothers import make_detector
 
 TARGET_MS = 50.0
 REFERENCE_NOTE = (
@@ -64,7 +64,7 @@ REFERENCE_NOTE = (
     "per check on this project's 2-core machines (not measured by this "
     "script)."
 )
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = RESULTS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,11 +128,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def environment() -> dict:
-    """Date, machine and versions, for the record."""
-    return base_environment(scipy=scipy.__version__)
-
-
 def make_losses(n: int, seed: int) -> list[float]:
     """N noisy losses decreasing like log10 of the step (no minimum)."""
     rng = np.random.default_rng(seed)
@@ -158,7 +153,7 @@ def time_checks(
 ) -> tuple[float, list[float]]:
     """Times the detector (default: `MinimumDetector()`) on the
     controller's bins; (first, others) in ms."""
-    centers, means, counts = ctl.record.bins()
+    centers, means, counts = ctl.loss_bins()
     x = centers / now
     detector = detector or MinimumDetector()
 
@@ -180,7 +175,7 @@ def measure(n: int, repeats: int, seed: int, tfp_repeats: int = 0) -> dict:
         total_steps=total, max_warmup_fraction=0.5, check_every=n + 1
     )
     step_us = feed(ctl, losses)
-    if ctl.warmup_tests.last_probability is not None:
+    if ctl.last_probability is not None:
         raise RuntimeError("A check ran while filling the controller.")
     first_ms, times = time_checks(ctl, n, repeats)
     tfp = {}
@@ -196,10 +191,12 @@ def measure(n: int, repeats: int, seed: int, tfp_repeats: int = 0) -> dict:
         }
     checked = AutoLRController(total_steps=total, max_warmup_fraction=0.5)
     step_us_with_checks = feed(checked, losses)
+    _, _, counts = ctl.loss_bins()
     return {
         "n": n,
-        "bins": len(ctl.record.bins()[0]),
-        "bin_width": int(ctl.record.get_state()["bin_width"]),
+        "bins": len(counts),
+        # Every loss is finite, so the fullest bin holds a bin's width.
+        "bin_width": int(counts.max()),
         "state_bytes": len(json.dumps(ctl.get_state())),
         "step_us": step_us,
         "first_ms": first_ms,
@@ -207,9 +204,9 @@ def measure(n: int, repeats: int, seed: int, tfp_repeats: int = 0) -> dict:
         "check_ms_p90": float(np.percentile(times, 90)),
         "check_ms_all": times,
         "repeats": repeats,
-        "check_every_default": checked.check_every,
-        "checks_while_feeding": checked.warmup_tests.tests_run,
-        "gp_runs_while_feeding": checked.warmup_tests.detector_runs,
+        "check_every_default": checked.settings.check_every,
+        "checks_while_feeding": checked.tests_run,
+        "gp_runs_while_feeding": checked.detector_runs,
         "switched_while_feeding": bool(checked.events),
         "step_us_with_checks": step_us_with_checks,
         "target_met": float(np.median(times)) < TARGET_MS,
@@ -300,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.import_tensorflow:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow  # noqa: F401
-    env = environment()
+    env = environment(scipy=scipy.__version__)
     env["tensorflow_loaded"] = "tensorflow" in sys.modules
     tfp_repeats = 0 if args.no_tfp else args.tfp_repeats
     if tfp_repeats:
-        from keras_autolr.tfp_smoother import tfp_numpy
+        from keras_autolr.core.smoothers import tfp_numpy
 
         env["tfp"] = tfp_numpy().__version__
     rows = [
@@ -312,7 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     ]
     met = all(r["target_met"] for r in rows)
     verdict = "Met." if met else "NOT met."
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "environment": env,
         "target_ms": TARGET_MS,
@@ -320,12 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         "reference_note": REFERENCE_NOTE,
         "results": rows,
     }
-    (args.out / "detector_cost.json").write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
     text = markdown(env, rows, verdict)
-    (args.out / "detector_cost.md").write_text(text)
-    print(text)
+    print(write_result(args.out, "detector_cost", result, [text], indent=2))
     return 0
 
 

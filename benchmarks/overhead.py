@@ -44,8 +44,9 @@ losses, which wait for the device, bookkeeping, weight copies, handing
 tests to its worker thread), over its fit time, timed inside each run; it
 does not include any slowdown of the training itself, but it is far less
 noisy than a ratio of two wall times on a shared machine.
-`AutoLR tests / fit` is the CPU time of the tests (statistics and GP) on
-AutoLR's worker thread, over the fit time: work that overlaps training,
+`AutoLR tests / fit` is the CPU time of the minimum tests (statistics and
+GP, `keras_autolr.core.warmup.minimum_test`) on AutoLR's worker thread,
+over the fit time: work that overlaps training,
 and costs wall time only where it competes for a core.
 
 The train step records the loss of every step, and AutoLR reads the
@@ -71,7 +72,7 @@ are reported as `overhead_large`. Goals for AutoLR's own share of the
 training thread (hooks / fit) on the small model: <= 2 % at
 `steps_per_execution=1`, <= 1 % at 32.
 
-Usage: `python benchmarks/overhead.py [--pairs 7] [--epochs 10] [--quick]
+Usage: `python -m benchmarks.overhead [--pairs 7] [--epochs 10] [--quick]
 [--model small|large] [--out DIR] [--name STEM]`. Writes `STEM.json` and
 `STEM.md` under `--out` (default `benchmarks/results`, stem `overhead`).
 """
@@ -84,17 +85,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from provenance import environment as base_environment  # noqa: E402
 
-from keras_autolr import AutoLR, decisions  # noqa: E402
+from benchmarks.common import RESULTS, environment, write_result  # noqa: E402
+from keras_autolr import AutoLR  # noqa: E402
+from keras_autolr.core import warmup  # noqa: E402
 
 TARGETS = {1: 1.03, 32: 1.01}
 # Goals for AutoLR's own share of the training thread (hooks / fit) on the
@@ -108,7 +108,7 @@ SAMPLES = 4096
 BATCH = 64
 IMAGE = (16, 16, 3)
 CLASSES = 10
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = RESULTS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,15 +188,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def environment() -> dict:
-    """Date, machine and versions, for the record."""
-    return base_environment(
-        tensorflow=tf.__version__,
-        keras=keras.__version__,
-        backend=keras.backend.backend(),
-    )
-
-
 def make_data(seed: int, samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Noisy copies of 10 random class templates: learnable, fixed seed."""
     rng = np.random.default_rng(seed)
@@ -254,12 +245,8 @@ class TestClock:
 
     @classmethod
     def install(cls) -> None:
-        for name in ("minimum_test", "blew_up"):
-            setattr(
-                decisions,
-                name,
-                cls._timed(getattr(decisions, name)),
-            )
+        # Before any controller exists: each looks the test up when built.
+        warmup.minimum_test = cls._timed(warmup.minimum_test)
 
     @classmethod
     def _timed(cls, fn):
@@ -368,12 +355,12 @@ def autolr_summary(ctl) -> dict:
     """How much work AutoLR did, and what it decided."""
     event = ctl.switch_event
     return {
-        "checks": ctl.warmup_tests.tests_run,
-        "detector_runs": ctl.warmup_tests.detector_runs,
-        "check_every": ctl.check_every,
+        "checks": ctl.tests_run,
+        "detector_runs": ctl.detector_runs,
+        "check_every": ctl.settings.check_every,
         "switch_step": ctl.switch_step,
         "switch_reason": event["reason"] if event else None,
-        "peak_lr": ctl.peak_lr,
+        "peak_lr": ctl.landing_lr,  # The record's key: the landing LR.
     }
 
 
@@ -537,7 +524,6 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds"
             ]
     rows = [bench_spe(data, spe, args) for spe in args.spe]
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "environment": env,
         "settings": {
@@ -556,12 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         "hook_targets": {str(k): v for k, v in HOOK_TARGETS.items()},
         "results": rows,
     }
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
     text = markdown(env, rows, args)
-    (args.out / f"{args.name}.md").write_text(text)
-    print(text)
+    print(write_result(args.out, args.name, result, [text], indent=2))
     return 0
 
 

@@ -30,8 +30,8 @@ layer-adapts every variable):
 8. `as run, LAMB excluding biases and norms`;
 9. `grid best, LAMB excluding biases and norms`.
 
-    python benchmarks/replay.py                       # lm, 32 runs, ~30 min
-    python benchmarks/replay.py --quick --workers 1   # smoke test, ~1 min
+    python -m benchmarks.replay                       # lm, 32 runs, ~30 min
+    python -m benchmarks.replay --quick --workers 1   # smoke test, ~1 min
 
 `--quick`: the quick budgets, cells 1, 6, 7 (and 9 for LAMB); where no
 record matches, a synthetic stand-in, marked as such (s = 0.3 T, c = s -
@@ -41,24 +41,28 @@ Writes `replay.json` and `replay.md` to `--out`.
 
 import argparse
 import itertools
-import json
 import math
 import multiprocessing
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# The suite's records, fingerprints and grid choice; how it shows a metric;
+# its optimizers; AutoLR's schedule, fixed.
+from benchmarks import suite_plan, suite_report, switch_ceiling
+from benchmarks.common import (
+    CACHE,
+    RESULTS,
+    configure_threads,
+    environment,
+    finite,
+    write_result,
+)
+from benchmarks.suite_run import make_optimizer as suite_optimizer
+from benchmarks.suite_run import warmup_cosine
+from benchmarks.tasks import TASKS
 
-import quality  # noqa: E402
-import suite_plan  # noqa: E402  (its records, fingerprints and grid choice)
-import suite_report  # noqa: E402  (how a metric is shown)
-import switch_ceiling  # noqa: E402  (AutoLR's schedule, fixed)
-from provenance import environment  # noqa: E402
-from tasks import TASKS  # noqa: E402
-
-PROGRESS = HERE / "results" / "suite.progress.jsonl"  # The suite's records.
+PROGRESS = RESULTS / "suite.progress.jsonl"  # The suite's records.
 FULL = {"cells": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
 QUICK = {"cells": [1, 6, 7, 9]}
 NAMES = {
@@ -116,13 +120,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument(
-        "--cache-dir", type=Path, default=HERE / ".cache", help="data cache"
+        "--cache-dir", type=Path, default=CACHE, help="data cache"
     )
     parser.add_argument(
         "--progress", type=Path, default=PROGRESS, help="the suite's records"
     )
     parser.add_argument(
-        "--out", type=Path, default=HERE / "results", help="output folder"
+        "--out", type=Path, default=RESULTS, help="output folder"
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -230,12 +234,12 @@ def make_optimizer(name, schedule):
     with the same weight decay, `EXCLUDED` left out of it and of the
     trust ratio."""
     if name != "lamb_excluding":
-        return quality.make_optimizer(name, schedule)
-    from keras_autolr.optimizers import LAMB
+        return suite_optimizer(name, schedule)
+    from keras_autolr import LAMB
 
     return LAMB(
         learning_rate=schedule,
-        weight_decay=quality.WEIGHT_DECAY,
+        weight_decay=suite_plan.WEIGHT_DECAY,
         exclude_from_weight_decay=EXCLUDED,
     )
 
@@ -256,7 +260,7 @@ def train(job):
     total_steps = epochs * math.ceil(len(data["x"]) / batch_size)
     if "warmup_fraction" in cell:
         peak, warmup = cell["landing_lr"], cell["warmup_fraction"]
-        schedule = quality.warmup_cosine(peak, warmup, total_steps)
+        schedule = warmup_cosine(peak, warmup, total_steps)
     else:
         args = (cell["copy_step"], cell["switch_step"], cell["landing_lr"])
         schedule = replay_schedule(*args, total_steps)
@@ -277,7 +281,7 @@ def train(job):
         cell,
         metric=task.failed_value(data) if value is None else value,
         metrics=metrics,
-        final_train_loss=quality._finite(history.history["loss"][-1]),
+        final_train_loss=finite(history.history["loss"][-1]),
         wall_time_s=round(time.perf_counter() - start, 2),
     )
 
@@ -323,9 +327,6 @@ def tables_and_jobs(args, cells):
 
 def write(out, meta, tables):
     """Writes replay.json and replay.md to `out`; returns the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    result = dict(meta=meta, tables=tables)
-    (out / "replay.json").write_text(json.dumps(result, indent=1))
     lines = [
         "# Replay: AutoLR's trajectory as fixed schedules",
         "",
@@ -370,8 +371,7 @@ def write(out, meta, tables):
         f"{meta['workers']} worker(s) x 1 thread; code {meta['code']}; "
         f"Python {meta['python']}, {meta['nproc']} CPUs.",
     ]
-    (out / "replay.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
+    return write_result(out, "replay", dict(meta=meta, tables=tables), lines)
 
 
 def _f(value, spec):
@@ -388,19 +388,18 @@ def main(argv=None):
     start = time.perf_counter()
     print(f"{len(jobs)} runs, {args.workers} worker(s).", flush=True)
     if args.workers == 1:
-        quality.configure_threads(1)
+        configure_threads(1)
         runs = [train(job) for job in jobs]
     else:
         context = multiprocessing.get_context("spawn")
         workers = min(args.workers, len(jobs))
-        with context.Pool(workers, quality.configure_threads, (1,)) as pool:
+        with context.Pool(workers, configure_threads, (1,)) as pool:
             runs = pool.map(train, jobs, chunksize=1)
     runs = iter(runs)
     for t in tables:
         t["cells"] = [next(runs) for _ in t["cells"]]
     meta = dict(env, settings=settings, workers=args.workers)
     meta.update(wall_time_s=time.perf_counter() - start)
-    meta["code"] = quality.code_version()
     meta["decay"] = switch_ceiling.DECAY
     print(write(args.out, meta, tables))
 

@@ -4,7 +4,8 @@ For every loss stream and both settings (the package's defaults, and the
 AutoWU reference's, `AutoLRController.reference`), this script reports:
 
 - the tests compared: at every test point of the stream (up to its end, or
-  the switch of the NumPy run), `decisions.minimum_test` runs with each
+  the switch of the NumPy run), `keras_autolr.core.warmup.minimum_test`
+  runs with each
   smoother on the same bins with the same subsampling key; `agree` counts
   the tests on which their votes are equal, and `max_dp` is the largest
   difference of a posterior's past-minimum probability between the two;
@@ -21,11 +22,10 @@ Streams:
   several `best` LRs and seeds, a loss that only falls, the same U with a
   few single-batch spikes, and a U that explodes back to its start level;
 - recorded: the per-step training losses of warmup of short real runs of
-  the quality benchmark's task (`benchmarks/quality.py`: the 1-D CNN on
-  MNIST-1D with `AutoLR` defaults), recorded by this script (the quality
-  benchmark keeps per-epoch losses only).
+  the suite's MNIST-1D model (`tasks.py`) with `AutoLR` defaults, recorded
+  by this script (the suite keeps per-epoch losses only).
 
-Usage: `python benchmarks/smoother_agreement.py [--quick] [--out DIR]`.
+Usage: `python -m benchmarks.smoother_agreement [--quick] [--out DIR]`.
 Writes `smoother_agreement.json` and `smoother_agreement.md` under `--out`
 (default `benchmarks/results`). `--quick`: fewer streams and one small
 recorded run (about a minute).
@@ -34,7 +34,6 @@ recorded run (about a minute).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -43,26 +42,20 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from provenance import environment
 
-from keras_autolr import decisions
-from keras_autolr.controller import AutoLRController
-from keras_autolr.detector import MinimumDetector
+from benchmarks.common import CACHE, RESULTS, environment, write_result
+from keras_autolr import AutoLRController, MinimumDetector
+from keras_autolr.core import warmup
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "results"
 SETTINGS = ("default", "reference")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=HERE / ".cache",
-        help="MNIST-1D cache of the quality benchmark",
+        "--cache-dir", type=Path, default=CACHE, help="MNIST-1D cache"
     )
     return parser.parse_args(argv)
 
@@ -131,13 +124,13 @@ def _exploding(noise):
 
 
 def recorded_streams(args):
-    """Warmup losses of real runs of the quality benchmark's task:
+    """Warmup losses of real runs of the suite's MNIST-1D model:
     (name, per-step losses, total_steps, steps_per_epoch, run facts)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(HERE))
     import keras
-    import quality
 
+    from benchmarks.suite_run import make_optimizer
+    from benchmarks.tasks import build_mnist1d, load_mnist1d
     from keras_autolr import AutoLR
 
     class Recorder(keras.callbacks.Callback):
@@ -166,11 +159,12 @@ def recorded_streams(args):
         ]
     out = []
     for optimizer, batch, seed, epochs, train in runs:
-        (x, y), _ = quality.load_data(args.cache_dir, train, 2_000, 42)
+        data = load_mnist1d(args.cache_dir, train, 2_000)
+        x, y = data["x"], data["y"]
         keras.utils.set_random_seed(seed)
-        model = quality.build_model()
+        model = build_mnist1d(data)
         model.compile(
-            optimizer=quality.make_optimizer(optimizer, 1e-3),
+            optimizer=make_optimizer(optimizer, 1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         autolr, recorder = AutoLR(epochs=epochs, verbose=0), Recorder()
@@ -249,23 +243,24 @@ def compare_tests(setting, losses, total, spe, detectors):
     """Both smoothers' outcomes at every test point of a controller of
     `setting` over `losses` (the bins it would hold)."""
     ctl = make_controller(setting, "numpy", total, spe)
-    filters = ctl.filters
+    filters = ctl.settings.filters
+    check_every = ctl.settings.check_every
     record = []
     ramp = ctl.ramp_steps
     for key, now in enumerate(
-        range(ctl.first_test_step, min(len(losses), ramp) + 1, ctl.check_every)
+        range(ctl.first_test_step, min(len(losses), ramp) + 1, check_every)
     ):
         centers = np.arange(now) + 0.5
         means = np.asarray(losses[:now], dtype=np.float64)
         counts = np.ones(now)
         outcomes = [
-            decisions.minimum_test(
+            warmup.minimum_test(
                 d,
                 centers,
                 means,
                 counts,
                 now,
-                ctl.check_every,
+                check_every,
                 False,
                 key,
                 filters,
@@ -288,7 +283,7 @@ def compare_tests(setting, losses, total, spe, detectors):
                 ),
             )
             if a.votes != b.votes:
-                seen, variance = decisions.gp_inputs(means, filters)
+                seen, variance = warmup.gp_inputs(means, filters)
                 entry["why"] = {
                     "probabilities": [
                         list(a.probabilities),
@@ -441,7 +436,7 @@ def main(argv=None):
     start = time.perf_counter()
     detectors = [MinimumDetector()]
     recorded = recorded_streams(args)  # Keras first, as in training.
-    from keras_autolr.tfp_smoother import TFPMinimumDetector, tfp_numpy
+    from keras_autolr.core.smoothers import TFPMinimumDetector, tfp_numpy
 
     detectors.append(TFPMinimumDetector())
     rows = []
@@ -465,14 +460,9 @@ def main(argv=None):
     env = environment(scipy=scipy.__version__, tfp=tfp_numpy().__version__)
     env["wall_s"] = round(time.perf_counter() - start, 1)
     env["quick"] = args.quick
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {"environment": env, "totals": totals, "rows": rows}
-    (args.out / "smoother_agreement.json").write_text(
-        json.dumps(result, indent=1) + "\n"
-    )
     text = markdown(env, rows, totals)
-    (args.out / "smoother_agreement.md").write_text(text)
-    print(text)
+    print(write_result(args.out, "smoother_agreement", result, [text]))
     return 0
 
 

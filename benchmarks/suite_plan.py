@@ -11,12 +11,11 @@ import argparse
 import hashlib
 import json
 
-import quality
-import resumable_runs
-from tasks import TASKS
+from benchmarks import resumable_runs
+from benchmarks.tasks import TASKS
 
 FORMAT_VERSION = 1
-WEIGHT_DECAY = quality.WEIGHT_DECAY
+WEIGHT_DECAY = 1e-4  # Of AdamP and LAMB, in AutoLR's runs and the grids.
 
 AUTOLR = ("autolr_adamp", "autolr_lamb")
 GRIDS = ("grid_adamp", "grid_lamb")

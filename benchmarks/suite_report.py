@@ -12,7 +12,9 @@ import json
 import math
 
 import numpy as np
-from suite_plan import (
+
+from benchmarks.common import describe_environment, fmt
+from benchmarks.suite_plan import (
     ALTERNATIVES,
     AUTOLR,
     GRIDS,
@@ -22,7 +24,7 @@ from suite_plan import (
     make_spec,
     run_key,
 )
-from suite_stats import (
+from benchmarks.suite_stats import (
     MEDIAN_OVERSHOOT_GOAL,
     OVERSHOOT_GOAL,
     WITHIN_RELATIVE,
@@ -34,7 +36,7 @@ from suite_stats import (
     summarize,
     verdicts,
 )
-from tasks import TASKS
+from benchmarks.tasks import TASKS
 
 POLICY = {
     "grid": (
@@ -78,10 +80,6 @@ POLICY = {
 
 # ----------------------------------------------------------------------
 # Outputs.
-
-
-def fmt(value, spec=".4g"):
-    return "nan" if value is None else format(value, spec)
 
 
 def show_metric(task, value, spec=None):
@@ -157,7 +155,8 @@ def write_markdown(path, meta, settings, runs, summary, rows, lines):
             f"{t['cpu_s']:.1f} s CPU per run"
             for (task, b), t in meta["median_run_s"].items()
         ],
-        f"- Started {meta['started']}; {meta['environment']}",
+        f"- Started {meta['started']}; "
+        f"{describe_environment(meta['environment'])}",
         f"- Code: {meta['code']}.",
         "",
     ]

@@ -4,21 +4,56 @@
 method's optimizer and callbacks (`make_method`), trains it with `fit` for
 the task's budget, evaluates it on the held-out split, and returns the run's
 record: the metrics, the timings and, for AutoLR, its switch, overshoot and
-the weight copies it restored.
+the weight copies it restored. The optimizers and the grid's schedule are
+here too, for the analyses that train the suite's tasks (`replay.py`,
+`switch_ceiling.py`, `smoother_agreement.py`).
 """
 
 import math
 import time
 
 import numpy as np
-import quality
-from quality import (
-    _schedule_settings,
-    make_optimizer,
-    warmup_cosine,
-)
-from suite_plan import AUTOLR, GRIDS
-from tasks import TASKS
+
+from benchmarks.common import finite
+from benchmarks.suite_plan import AUTOLR, GRIDS, WEIGHT_DECAY
+from benchmarks.tasks import TASKS
+
+
+def warmup_cosine(peak, warmup_fraction, total_steps):
+    """Linear warmup from 0 to `peak`, then cosine decay to 0."""
+    from keras.optimizers.schedules import CosineDecay
+
+    warmup = round(warmup_fraction * total_steps)
+    if warmup == 0:
+        return CosineDecay(peak, total_steps)
+    return CosineDecay(
+        0.0, total_steps - warmup, warmup_target=peak, warmup_steps=warmup
+    )
+
+
+def schedule_settings(peak, warmup_fraction, total_steps):
+    """What a record says of a warmup + cosine schedule."""
+    return {
+        "peak_lr": peak,
+        "warmup_fraction": warmup_fraction,
+        "warmup_steps": round(warmup_fraction * total_steps),
+        "schedule": "linear warmup from 0, cosine decay to 0",
+    }
+
+
+def make_optimizer(name, learning_rate):
+    """AdamP or Keras's LAMB with the suite's weight decay."""
+    import keras
+
+    if name == "adamp":
+        from keras_autolr import AdamP
+
+        return AdamP(learning_rate=learning_rate, weight_decay=WEIGHT_DECAY)
+    if name == "lamb":
+        return keras.optimizers.Lamb(
+            learning_rate=learning_rate, weight_decay=WEIGHT_DECAY
+        )
+    raise ValueError(f"Unknown optimizer {name!r}")
 
 
 def make_method(spec, epochs, total_steps):
@@ -37,7 +72,7 @@ def make_method(spec, epochs, total_steps):
         peak, warmup = spec["peak_lr"], spec["warmup_fraction"]
         schedule = warmup_cosine(peak, warmup, total_steps)
         optimizer = make_optimizer(spec["optimizer"], schedule)
-        return optimizer, [], _schedule_settings(peak, warmup, total_steps)
+        return optimizer, [], schedule_settings(peak, warmup, total_steps)
     if method == "adam_constant":
         optimizer = keras.optimizers.Adam()
         lr = float(optimizer.learning_rate.numpy())
@@ -45,7 +80,7 @@ def make_method(spec, epochs, total_steps):
     if method == "adamw_cosine":
         schedule = warmup_cosine(1e-3, 0.05, total_steps)
         optimizer = keras.optimizers.AdamW(schedule)
-        settings = _schedule_settings(1e-3, 0.05, total_steps)
+        settings = schedule_settings(1e-3, 0.05, total_steps)
         settings["weight_decay_adamw"] = float(optimizer.weight_decay)
         return optimizer, [], settings
     if method == "schedulefree_adamw":
@@ -89,12 +124,12 @@ def train_one(spec, data, quick):
     record.update(settings)
     metrics = task.evaluate(model, data)
     if spec["method"] == "schedulefree_adamw":
-        quality._schedulefree_to_x(model, optimizer)
+        schedulefree_to_x(model, optimizer)
         recalibrate_batchnorm(model, data)
         at_y = {f"{k}_at_y": v for k, v in metrics.items()}
         metrics = {**task.evaluate(model, data), **at_y}
     record.update(metrics)
-    losses = [_finite(v) for v in history.history["loss"]]
+    losses = [finite(v) for v in history.history["loss"]]
     record.update(
         final_train_loss=losses[-1],
         train_loss_per_epoch=losses,
@@ -107,7 +142,7 @@ def train_one(spec, data, quick):
         failed_value=task.failed_value(data),
     )
     if spec["method"] in AUTOLR:
-        record.update(quality.autolr_record(callbacks[0], steps_per_epoch))
+        record.update(autolr_record(callbacks[0], steps_per_epoch))
         record.update(overshoot(callbacks[0].controller))
         record["autolr_restored_copy_steps"] = probe.restored
         at_switch = [
@@ -119,6 +154,20 @@ def train_one(spec, data, quick):
             at_switch[0] if at_switch else None
         )
     return record
+
+
+def schedulefree_to_x(model, optimizer):
+    """Sets the weights to ScheduleFreeAdamW's averaged sequence x, its
+    evaluation point.
+
+    Its update keeps y = (1 - beta_1) z + beta_1 x in the model and z in
+    the `momentum` slots, so x = (y - (1 - beta_1) z) / beta_1.
+    """
+    beta = float(optimizer.beta_1)
+    for variable in model.trainable_variables:
+        z = optimizer._momentums[optimizer._get_variable_index(variable)]
+        y = variable.numpy()
+        variable.assign((y - (1.0 - beta) * z.numpy()) / beta)
 
 
 def recalibrate_batchnorm(model, data, batches=50, batch_size=256):
@@ -136,6 +185,29 @@ def recalibrate_batchnorm(model, data, batches=50, batch_size=256):
     for i in range(batches):
         idx = order[(i * batch_size) % len(order) :][:batch_size]
         model(data["x"][idx], training=True)
+
+
+def autolr_record(autolr, steps_per_epoch):
+    """The switch decision of an `AutoLR` run. The keys keep the names of
+    the records already written (`peak_lr`: the landing LR)."""
+    ctl = autolr.controller
+    event = ctl.switch_event or {}
+    step = event.get("step")
+    return {
+        "autolr_switch_step": step,
+        "autolr_switch_epoch": (
+            None if step is None else round(step / steps_per_epoch, 2)
+        ),
+        "autolr_reason": event.get("reason"),
+        "autolr_peak_lr": event.get("peak_lr"),
+        "autolr_lr_before": event.get("lr_before"),
+        "autolr_minimum_lr": event.get("minimum_lr"),
+        "autolr_ramp_steps": ctl.ramp_steps,
+        # Decay restarts after a blow-up: (step, reason, new landing LR).
+        "autolr_rescues": [
+            [e["step"], e["reason"], e["peak_lr"]] for e in ctl.rescues
+        ],
+    }
 
 
 def overshoot(ctl):
@@ -178,8 +250,3 @@ def _restore_probe(autolr):
     probe = RestoreProbe()
     probe.restored = []
     return probe
-
-
-def _finite(value):
-    value = float(value)
-    return value if math.isfinite(value) else None

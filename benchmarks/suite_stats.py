@@ -10,7 +10,8 @@ whole plan (`candidate_goals`). Plain dicts and lists, for `suite_report`.
 """
 
 import numpy as np
-from suite_plan import (
+
+from benchmarks.suite_plan import (
     ALTERNATIVES,
     AUTOLR,
     GRIDS,
@@ -23,7 +24,7 @@ from suite_plan import (
     options_label,
     run_key,
 )
-from tasks import TASKS
+from benchmarks.tasks import TASKS
 
 WITHIN_POINTS = 0.01  # Classification: within 1 accuracy point.
 WITHIN_RELATIVE = 0.03  # Val loss, RMSE: within 3 %.

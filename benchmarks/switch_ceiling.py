@@ -1,28 +1,28 @@
 """Benchmark: the best decision AutoLR could make, chosen in hindsight.
 
 AutoLR's schedule has one form: its exponential ramp from `min_lr` until a
-switch step, then its default decay from a peak LR (at most the LR reached: a
-roll back) to 0 at the end of the budget. The detector only chooses the switch
-step and the peak. This script trains that form with both fixed, on a grid of
-switch steps x peaks, on the setup of `quality.py` (same data, model,
-optimizer, weight decay, budget and seeds), and reports the best cell by its
-mean over the seeds: the accuracy that a perfect detector, one that knew the
-outcome of every choice, would reach. Where AutoLR falls short of the tuned
-grid of `quality.py` and this ceiling falls short too, the detector is not what
-loses: the ramp is.
+switch step, then its default decay from a peak LR (at most the LR reached:
+a roll back) to 0 at the end of the budget. The detector only chooses the
+switch step and the peak. This script trains that form with both fixed, on
+a grid of switch steps x peaks, on a suite task (`tasks.py`: its data and
+model; AdamP or LAMB with the suite's weight decay), and reports the best
+cell by its mean over the seeds: the metric that a perfect detector, one
+that knew the outcome of every choice, would reach. Beside it, from the
+suite's records of the same task, batch size and budget where there are
+any, AutoLR's runs and the grid's best cell: where AutoLR falls short of
+the grid and this ceiling does too, the ramp loses, not the detector.
 
 The fixed schedules do not restore weights at the switch (AutoLR does,
 after an explosion), so a cell whose ramp has already blown up before its
 switch shows that, not what AutoLR would do there.
 
-    python benchmarks/switch_ceiling.py           # B=8192 AdamP, ~10 min
-    python benchmarks/switch_ceiling.py --quick   # smoke test, ~1 min
+    python -m benchmarks.switch_ceiling           # MNIST-1D, B=8192, ~10 min
+    python -m benchmarks.switch_ceiling --quick   # smoke test, ~1 min
 
 Writes `switch_ceiling.json` and `switch_ceiling.md` to `--out`.
 """
 
 import argparse
-import json
 import math
 import multiprocessing
 import sys
@@ -31,20 +31,24 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_autolr.settings import Settings
+from benchmarks import suite_plan
+from benchmarks.common import (
+    CACHE,
+    RESULTS,
+    configure_threads,
+    environment,
+    finite,
+    write_result,
+)
+from benchmarks.suite_run import make_optimizer
+from benchmarks.tasks import TASKS
+from keras_autolr.core.options import Settings
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import quality  # noqa: E402  (the benchmark whose setup this one shares)
-from provenance import environment  # noqa: E402
-
+TASK = "mnist1d"  # Classification: the cells are ranked by test accuracy.
 FULL = {
     "epochs": 20,
-    "batch_size": 8192,
+    "batch_size": 8192,  # 100 steps: where AutoLR was furthest from a grid.
     "seeds": [0, 1],
-    "train_size": 40_000,
-    "test_size": 10_000,
     "switch_fractions": [0.25, 0.28, 0.31, 0.34],
     "peaks": [0.025, 0.05, 0.1, 0.2],
 }
@@ -52,8 +56,6 @@ QUICK = {
     "epochs": 4,
     "batch_size": 2048,
     "seeds": [0],
-    "train_size": 8_000,
-    "test_size": 2_000,
     "switch_fractions": [0.3],
     "peaks": [1e-3, 3e-3],
 }
@@ -78,9 +80,15 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--cache-dir", type=Path, default=HERE / ".cache", help="data cache"
+        "--cache-dir", type=Path, default=CACHE, help="data cache"
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--progress",
+        type=Path,
+        default=RESULTS / "suite.progress.jsonl",
+        help="the suite's records",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -102,16 +110,16 @@ def cells(settings, total_steps):
 
 
 def make_schedule(switch, peak, total_steps, end=None):
-    """AutoLR's own formula (`keras_autolr.schedules.autolr`), fixed: the
+    """AutoLR's own formula (`keras_autolr.core.schedule.autolr`), fixed: the
     ramp of a `total_steps` budget, the decay to 0 at step `end` (by
     default `total_steps`)."""
     import keras
 
-    from keras_autolr import schedules
+    from keras_autolr.core import schedule
 
     class Fixed(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            return schedules.autolr(
+            return schedule.autolr(
                 keras.ops.cast(step, "float32"),
                 switch_step=float(switch),
                 peak_lr=peak,
@@ -131,9 +139,9 @@ def make_schedule(switch, peak, total_steps, end=None):
 _DATA = {}
 
 
-def _init(data_args):
-    quality.configure_threads(1)
-    _DATA["data"] = quality.load_data(*data_args)
+def _init(cache_dir, quick):
+    configure_threads(1)
+    _DATA["data"] = TASKS[TASK].load(cache_dir, quick)
 
 
 def train(job):
@@ -141,32 +149,70 @@ def train(job):
     import keras
 
     optimizer_name, batch_size, epochs, seed, switch, peak = job
-    (x, y), (x_test, y_test) = _DATA["data"]
-    total_steps = epochs * math.ceil(len(x) / batch_size)
+    task, data = TASKS[TASK], _DATA["data"]
+    total_steps = epochs * math.ceil(len(data["x"]) / batch_size)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = quality.build_model(x.shape[1])
+    model = task.build(data)
     model.compile(
-        optimizer=quality.make_optimizer(
+        optimizer=make_optimizer(
             optimizer_name, make_schedule(switch, peak, total_steps)
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=task.loss(),
         metrics=["accuracy"],
     )
     start = time.perf_counter()
     history = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0
+        data["x"],
+        data["y"],
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
     )
     record = dict(
         seed=seed,
         switch_step=switch,
         peak_lr=peak,
         total_steps=total_steps,
-        final_train_loss=quality._finite(history.history["loss"][-1]),
+        final_train_loss=finite(history.history["loss"][-1]),
         wall_time_s=round(time.perf_counter() - start, 2),
     )
-    record.update(quality._evaluate(model, x_test, y_test))
+    record.update(task.evaluate(model, data))
     return record
+
+
+def suite_reference(progress, optimizer, batch_size, total_steps):
+    """The suite's records of `TASK` at this batch size and budget: the test
+    accuracies of AutoLR's default runs by seed and the grid's best cell
+    with its mean, or None where the suite has none."""
+    ns = argparse.Namespace(quick=False, tasks=[TASK], seeds=None)
+    settings = suite_plan.resolve_settings(ns)
+    fps = {TASK: suite_plan.fingerprint(settings, TASK)}
+    done = suite_plan.load_progress(progress, fps)
+    autolr = {
+        r["seed"]: r["test_accuracy"]
+        for r in done.values()
+        if r["method"] == f"autolr_{optimizer}"
+        and r["batch_size"] == batch_size
+        and r["total_steps"] == total_steps
+        and not r.get("autolr_options")
+    }
+    if not autolr:
+        return None
+    method = f"grid_{optimizer}"
+    cell = suite_plan.best_cell(settings, TASK, method, batch_size, done)
+    grid = None
+    if cell is not None:
+        keys = [
+            suite_plan.run_key(
+                suite_plan.make_spec(TASK, method, batch_size, seed, *cell)
+            )
+            for seed in settings["seeds"]
+        ]
+        accs = [done[k]["test_accuracy"] for k in keys if k in done]
+        grid = dict(peak_lr=cell[0], warmup_fraction=cell[1], accuracies=accs)
+    return dict(autolr=autolr, grid=grid)
 
 
 def summarize(runs):
@@ -188,21 +234,17 @@ def summarize(runs):
     return sorted(rows, key=lambda row: -row["mean_accuracy"])
 
 
-def write(out, meta, settings, runs, rows):
-    out.mkdir(parents=True, exist_ok=True)
-    result = dict(meta=meta, settings=settings, cells=rows, runs=runs)
-    (out / "switch_ceiling.json").write_text(json.dumps(result, indent=1))
+def write(out, meta, settings, runs, rows, reference=None):
     seeds = settings["seeds"]
     lines = [
         "# Switch ceiling: AutoLR's schedule with its decision chosen in "
         "hindsight",
         "",
-        f"{meta['optimizer']}, B={settings['batch_size']}, "
+        f"{TASK}, {meta['optimizer']}, B={settings['batch_size']}, "
         f"{settings['epochs']} epochs ({settings['total_steps']} steps), "
-        f"seeds {seeds}; the setup of `quality.py`. Ramp from {MIN_LR} "
-        f"(AutoLR's defaults) to the switch step, then {DECAY} decay "
-        "from the peak to 0; no weights restored. Test accuracy (%), best cell "
-        "first.",
+        f"seeds {seeds}. Ramp from {MIN_LR} (AutoLR's defaults) to the "
+        f"switch step, then {DECAY} decay from the peak to 0; no weights "
+        "restored. Test accuracy (%), best cell first.",
         "",
         "| switch step | LR reached | peak LR | mean | per seed |",
         "|---:|---:|---:|---:|:---|",
@@ -217,6 +259,7 @@ def write(out, meta, settings, runs, rows):
             f"| {row['switch_step']} | {reached:.3g} | {row['peak_lr']:g} | "
             f"{100 * row['mean_accuracy']:.2f} | {per_seed} |"
         )
+    lines += ["", *_reference_lines(reference)]
     lines += [
         "",
         f"- Command: `{meta['command']}`",
@@ -224,8 +267,34 @@ def write(out, meta, settings, runs, rows):
         f"{meta['workers']} worker(s) x 1 thread; code {meta['code']}; "
         f"Python {meta['python']}, {meta['nproc']} CPUs.",
     ]
-    (out / "switch_ceiling.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
+    payload = dict(
+        meta=meta, settings=settings, cells=rows, suite=reference, runs=runs
+    )
+    return write_result(out, "switch_ceiling", payload, lines)
+
+
+def _reference_lines(reference):
+    if reference is None:
+        return [
+            "The suite has no record of this task at this batch size and "
+            "budget."
+        ]
+
+    def show(accs):
+        return f"{100 * np.mean(accs):.2f}"
+
+    autolr = reference["autolr"]
+    text = (
+        f"The suite at this batch size and budget: AutoLR "
+        f"{show(list(autolr.values()))} (seeds {sorted(autolr)})"
+    )
+    grid = reference["grid"]
+    if grid:
+        text += (
+            f", the grid's best cell (peak {grid['peak_lr']:g}, warmup "
+            f"{grid['warmup_fraction']:g}) {show(grid['accuracies'])}"
+        )
+    return [text + "."]
 
 
 def main(argv=None):
@@ -233,7 +302,9 @@ def main(argv=None):
     settings = dict(QUICK if args.quick else FULL)
     if args.batch_size is not None:
         settings["batch_size"] = args.batch_size
-    steps_per_epoch = math.ceil(settings["train_size"] / settings["batch_size"])
+    # Loaded here first: generated once, before any worker needs it.
+    train_size = len(TASKS[TASK].load(args.cache_dir, args.quick)["x"])
+    steps_per_epoch = math.ceil(train_size / settings["batch_size"])
     total_steps = settings["epochs"] * steps_per_epoch
     settings["total_steps"] = total_steps
     grid = cells(settings, total_steps)
@@ -244,18 +315,16 @@ def main(argv=None):
         for k, p in grid
         for s in settings["seeds"]
     ]
-    data_args = (args.cache_dir, settings["train_size"], settings["test_size"])
-    data_args += (42,)
     env = environment()  # Its date is the start.
     start = time.perf_counter()
     print(f"{len(jobs)} runs, {args.workers} worker(s).", flush=True)
     if args.workers == 1:
-        _init(data_args)
+        _init(args.cache_dir, args.quick)
         runs = [train(job) for job in jobs]
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(
-            min(args.workers, len(jobs)), _init, (data_args,)
+            min(args.workers, len(jobs)), _init, (args.cache_dir, args.quick)
         ) as pool:
             runs = pool.map(train, jobs, chunksize=1)
     rows = summarize(runs)
@@ -264,9 +333,11 @@ def main(argv=None):
         optimizer=args.optimizer,
         wall_time_s=time.perf_counter() - start,
         workers=args.workers,
-        code=quality.code_version(),
     )
-    print(write(args.out, meta, settings, runs, rows))
+    reference = suite_reference(
+        args.progress, args.optimizer, settings["batch_size"], total_steps
+    )
+    print(write(args.out, meta, settings, runs, rows, reference))
 
 
 if __name__ == "__main__":

