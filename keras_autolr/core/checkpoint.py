@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keras_autolr.core.options import OPTION_NAMES
+
 FORMAT = 3
 PARTS = ("record", "plan", "warmup", "check_mark", "events")
 
@@ -48,7 +50,17 @@ def config_of(state: Any) -> dict[str, Any]:
             "Not an AutoLRController state: expected a dict from "
             f"get_state(). Received: {type(state).__name__}"
         )
-    return state["config"]
+    config = state["config"]
+    names = {"total_steps", *OPTION_NAMES}
+    if not isinstance(config, dict) or not set(config) <= names:
+        unknown = (
+            sorted(set(config) - names) if isinstance(config, dict) else config
+        )
+        raise ValueError(
+            "Not an AutoLRController state: its `config` is not the "
+            f"options of a controller (unknown: {unknown!r})."
+        )
+    return config
 
 
 def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -74,4 +86,19 @@ def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
             f"(this run's value, saved value): {diff}. Resume with the "
             "settings of the saved run, or start without the state."
         )
+    missing = [name for name in PARTS if name not in state]
+    if missing:
+        raise ValueError(
+            f"The AutoLR state is damaged: it lacks {missing}. Resume from "
+            "an intact state, or start a new schedule."
+        )
     return {name: state[name] for name in PARTS}
+
+
+def damaged(error: Exception) -> ValueError:
+    """The error for a state whose parts could not be read back."""
+    return ValueError(
+        "The AutoLR state is damaged: a part of it could not be read back "
+        f"({type(error).__name__}: {error}). Resume from an intact state, "
+        "or start a new schedule."
+    )

@@ -158,18 +158,36 @@ class AutoLRController:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AutoLRController:
-        """A controller rebuilt from a `get_state()` (e.g. a saved file)."""
-        controller = cls(**checkpoint.config_of(state))
+        """A controller rebuilt from a `get_state()` (e.g. a saved file).
+
+        Raises:
+            ValueError: `state` is not a complete controller state.
+        """
+        config = checkpoint.config_of(state)
+        try:
+            controller = cls(**config)
+        except (TypeError, ValueError) as error:
+            raise checkpoint.damaged(error) from error
         controller.set_state(state)
         return controller
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restores a `get_state()` of a controller with the same config.
+        """Restores a `get_state()` of a controller with the same config;
+        on an error, the controller is as it was.
 
         Raises:
-            ValueError: if the state is of another format or configuration.
+            ValueError: the state is of another format or configuration,
+                or damaged.
         """
         parts = checkpoint.unpack(state, self.get_config())
+        before = self.get_state()
+        try:
+            self._set_parts(parts)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            self._set_parts(checkpoint.unpack(before, self.get_config()))
+            raise checkpoint.damaged(error) from error
+
+    def _set_parts(self, parts: dict[str, Any]) -> None:
         self._record.set_state(parts["record"])
         self._decisions.set_state(parts["plan"])
         self._tests.set_state(parts["warmup"])

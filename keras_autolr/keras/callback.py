@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_autolr.core import checks as check
 from keras_autolr.core import messages, options
-from keras_autolr.keras import budget, compat
+from keras_autolr.keras import backup, budget, compat
 from keras_autolr.keras.backup import StateStore
 from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
 from keras_autolr.keras.lr_schedule import InstalledSchedule
@@ -25,6 +25,8 @@ from keras_autolr.keras.weights import (
     WeightKeeper,
     all_finite,
     current_weights,
+    fingerprint,
+    fingerprint_difference,
 )
 
 
@@ -248,6 +250,7 @@ class AutoLR(keras.callbacks.Callback):
         budget.warn_if_tests_come_late(self.controller)
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
+            self._write_safely(self._store.ensure)
         self._weights = WeightKeeper(self.model, self.controller.ramp_lr_at)
         # Before the schedule, which rebuilds the train function.
         self._losses = (
@@ -299,8 +302,13 @@ class AutoLR(keras.callbacks.Callback):
             self._weights.offer(self._report)
         if self._store is not None:
             state = self.controller.get_state()
-            state.update(self._weights.save(self._store))
-            self._store.save(epoch + 1, state)
+            state[backup.FINGERPRINT] = fingerprint(self.model)
+
+            def save():
+                state.update(self._weights.save(self._store))
+                self._store.save(epoch + 1, state)
+
+            self._write_safely(save)
 
     def on_train_end(self, logs=None):
         if self._losses is not None:
@@ -334,13 +342,17 @@ class AutoLR(keras.callbacks.Callback):
         """
         ctl = self.controller
         expected = epoch * self._steps_per_epoch
+        behind = epoch > 0 and ctl.steps != expected
+        copies = (
+            self._store and self.restore_weights and not self._weights.taken
+        )
         if epoch == 0:
             ctl.reset()
             if self._store is not None:
-                self._store.clear()
-        elif ctl.steps != expected:
+                self._write_safely(self._store.clear)
+        elif behind or copies:
             state = self._store.load(epoch) if self._store else None
-            if state is None:
+            if behind and state is None:
                 raise ValueError(
                     f"Training starts at epoch {epoch} (step {expected}), "
                     f"but AutoLR's state is at step {ctl.steps} and "
@@ -354,11 +366,43 @@ class AutoLR(keras.callbacks.Callback):
                     "AutoLR in the interrupted and the resumed run; to start "
                     "a new schedule, fit from epoch 0."
                 )
-            ctl.set_state(state)
-        if self._store and self.restore_weights and not self._weights.taken:
-            self._weights.load(self._store, epoch)
+            if state is not None:
+                self._restore(state, epoch, behind, copies)
         self._report = ctl.report()
         self._schedule.update(self._report, force=True)
+
+    def _restore(self, state, epoch, controller, copies):
+        """Takes the controller's state (`controller`) and the weight copies
+        (`copies`) from `state`, the state after `epoch` epochs, once each
+        part is checked; raises a `BackupError` and keeps nothing if one
+        fails."""
+        saved = state.get(backup.FINGERPRINT)
+        if saved is not None:
+            difference = fingerprint_difference(saved, fingerprint(self.model))
+            if difference is not None:
+                raise self._store.error(
+                    epoch,
+                    f"belongs to another model or optimizer: {difference}",
+                )
+        if copies:
+            self._weights.load(self._store, state)
+        if controller:
+            try:
+                self.controller.set_state(state)
+            except ValueError as error:
+                self._weights.release()
+                raise self._store.error(
+                    epoch, f"holds a state this run cannot use. {error}"
+                ) from error
+
+    def _write_safely(self, write):
+        """Runs `write`, a write to `backup_dir`; a failure is a warning,
+        and training goes on."""
+        try:
+            write()
+        except OSError as error:
+            text = backup.write_failed(self.backup_dir, error)
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
 
     def _on_switch(self, event):
         if self.restore_weights:

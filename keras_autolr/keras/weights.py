@@ -7,12 +7,10 @@ while the loss was at its lowest. `WeightSnapshot` is one such copy;
 `WeightKeeper` decides when to take one and which to put back.
 """
 
-import warnings
-
 import numpy as np
 
 from keras_autolr.keras import compat
-from keras_autolr.keras.backup import WEIGHT_STEPS
+from keras_autolr.keras.backup import WEIGHT_FILES, WEIGHT_STEPS
 
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
@@ -222,44 +220,48 @@ class WeightKeeper:
         """Writes the copies to the `StateStore` `store`; returns the
         entries of the state that names them: their steps under
         `WEIGHT_STEPS` (the ladder's, oldest first, then the pending copy's
-        or `None`), and the test count of the last copy under
-        `COPY_TEST`."""
+        or `None`), their sizes and checksums under `WEIGHT_FILES`, and
+        the test count of the last copy under `COPY_TEST`.
+
+        Raises:
+            OSError: a copy could not be written.
+        """
+        files = {}
         for snapshot in (*self.ladder, self.pending):
             if snapshot.taken:
-                store.save_weights(snapshot.step, snapshot.values)
+                record = store.save_weights(snapshot.step, snapshot.values)
+                files[str(snapshot.step)] = record
         pending = self.pending.step if self.pending.taken else None
         steps = [c.step for c in self.ladder] + [pending]
-        return {WEIGHT_STEPS: steps, COPY_TEST: self._tests_at_copy}
+        return {
+            WEIGHT_STEPS: steps,
+            WEIGHT_FILES: files,
+            COPY_TEST: self._tests_at_copy,
+        }
 
-    def load(self, store, epoch):
-        """Reads back the copies named by the state after `epoch` epochs
-        in `store`, so that a restarted run rolls back to the same
-        weights."""
-        state = store.load(epoch) or {}
-        self._tests_at_copy = int(state.get(COPY_TEST, 0))
-        steps = state.get(WEIGHT_STEPS) or [None]
+    def load(self, store, state):
+        """Reads back the copies that `state` (from `store`) names, so that
+        a restarted run rolls back to the same weights. Every copy is read
+        and checked before any is kept.
+
+        Raises:
+            BackupError: a copy is missing, damaged, or does not fit the
+                model and optimizer.
+        """
+        files = state.get(WEIGHT_FILES) or {}
         copies = []
-        for step in steps:
+        for step in state.get(WEIGHT_STEPS) or [None]:
             if step is None:
                 copies.append(None)
                 continue
-            values = store.load_weights(step)
-            if values is None:
-                warnings.warn(
-                    f"AutoLR: the weight copy of step {step} named by the "
-                    f"state after epoch {epoch} is missing from "
-                    f"{store.directory}; a rollback will use the copies "
-                    "kept from now on.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                return
+            values = store.load_weights(step, files.get(str(step)))
             snapshot = WeightSnapshot(self.model)
             snapshot.load(step, values)
             copies.append(snapshot)
         *ladder, pending = copies
         self.ladder = [c for c in ladder if c is not None]
         self.pending = pending or WeightSnapshot(self.model)
+        self._tests_at_copy = int(state.get(COPY_TEST, 0))
 
     def release(self):
         for snapshot in (*self.ladder, self.pending):
@@ -274,6 +276,40 @@ def _past_minimum(report, factor):
     if report.phase != "warmup" or lowest is None or not report.steps:
         return False
     return report.last_lr > factor * lowest
+
+
+def fingerprint(model):
+    """What a saved state records of the model and optimizer it belongs
+    to: each weight's name, shape and dtype, in order, and the class of
+    the optimizer that applies the updates."""
+    optimizer = compat.inner_optimizer(model.optimizer)
+    return {
+        "weights": [
+            [v.name, [int(d) for d in v.shape], str(v.dtype)]
+            for v in model.weights
+        ],
+        "optimizer": type(optimizer).__name__,
+    }
+
+
+def fingerprint_difference(saved, current):
+    """In words, how the `fingerprint` `saved` differs from `current`, or
+    `None` if they match."""
+    if saved["optimizer"] != current["optimizer"]:
+        return (
+            f"its optimizer is a {saved['optimizer']}, this run's a "
+            f"{current['optimizer']}"
+        )
+    mine, theirs = current["weights"], saved["weights"]
+    for i, (a, b) in enumerate(zip(theirs, mine, strict=False)):
+        if list(a) != list(b):
+            return (
+                f"its weight {i} is {a[0]} {tuple(a[1])} {a[2]}, this "
+                f"model's is {b[0]} {tuple(b[1])} {b[2]}"
+            )
+    if len(theirs) != len(mine):
+        return f"its model has {len(theirs)} weights, this one {len(mine)}"
+    return None
 
 
 def snapshot_variables(model):
