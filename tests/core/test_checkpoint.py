@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from keras_autolr import controller_state
-from keras_autolr.controller import AutoLRController
+from keras_autolr.core import checkpoint
+from keras_autolr.core.controller import AutoLRController
 
 
 def test_pack_then_unpack_gives_back_each_part():
@@ -11,17 +11,17 @@ def test_pack_then_unpack_gives_back_each_part():
     parts = dict(
         record={"a": 1}, plan=[2], warmup=None, check_mark=7, events=[]
     )
-    state = json.loads(json.dumps(controller_state.pack(config, **parts)))
-    assert state["format"] == controller_state.FORMAT
-    assert controller_state.config_of(state) == config
-    assert controller_state.unpack(state, config) == parts
+    state = json.loads(json.dumps(checkpoint.pack(config, **parts)))
+    assert state["format"] == checkpoint.FORMAT
+    assert checkpoint.config_of(state) == config
+    assert checkpoint.unpack(state, config) == parts
 
 
 def test_a_state_of_other_settings_is_refused_naming_each_difference():
     state = AutoLRController(total_steps=600, patience=5).get_state()
     other = AutoLRController(total_steps=700, patience=4).get_config()
     with pytest.raises(ValueError) as info:
-        controller_state.unpack(state, other)
+        checkpoint.unpack(state, other)
     text = str(info.value)
     assert "'total_steps': (700, 600)" in text
     assert "'patience': (4, 5)" in text

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import warnings
@@ -7,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_autolr import schedules
-from keras_autolr.controller import AutoLRController
-from keras_autolr.events import Report
+from keras_autolr.core import schedule, warmup
+from keras_autolr.core.controller import AutoLRController
+from keras_autolr.core.gp import MinimumDetector
 
 
 def u_loss(lr, best=1e-2):
@@ -57,19 +58,19 @@ def test_full_trajectory_on_a_synthetic_loss():
         "event": "switch",
         "reason": "minimum",
         "lr_before": pytest.approx(used[s - 1]),
-        "peak_lr": ctl.peak_lr,
-        "minimum_lr": ctl.minimum_lr,
+        "peak_lr": ctl.landing_lr,
+        "minimum_lr": ctl.lr_at_minimum,
     }
     # The smoothed minimum is the loss's; warmup lands at half its LR.
-    assert ctl.minimum_lr == pytest.approx(1e-2, rel=0.5)
-    assert ctl.peak_lr == 0.5 * ctl.minimum_lr
-    assert used[s] == pytest.approx(ctl.peak_lr)
+    assert ctl.lr_at_minimum == pytest.approx(1e-2, rel=0.5)
+    assert ctl.landing_lr == 0.5 * ctl.lr_at_minimum
+    assert used[s] == pytest.approx(ctl.landing_lr)
     steps = np.arange(600, dtype=np.float64)
-    ramp = schedules.exponential_ramp(
-        steps[:s], ctl.min_lr, 1.0, ctl.ramp_steps
+    ramp = schedule.exponential_ramp(
+        steps[:s], ctl.settings.min_lr, 1.0, ctl.ramp_steps
     )
     np.testing.assert_allclose(used[:s], ramp, rtol=1e-12)
-    decay = schedules.linear_decay(steps[s:], ctl.peak_lr, s, 600.0)
+    decay = schedule.linear_decay(steps[s:], ctl.landing_lr, s, 600.0)
     np.testing.assert_allclose(used[s:], decay, rtol=1e-12)
     # Every LR returned equals the pure schedule of the decisions.
     np.testing.assert_allclose(used, ctl.lr_at(steps), rtol=1e-12)
@@ -87,14 +88,14 @@ def test_switch_is_forced_at_the_cap():
     # Warmup ends at half the smoothed minimum's LR so far: the minimum at
     # or near the cap LR.
     assert used[99] == pytest.approx(1e-4 * 1e4 ** (99 / 100))
-    assert 0.5 <= ctl.minimum_lr <= 1.0
-    assert ctl.peak_lr == 0.5 * ctl.minimum_lr
-    assert used[100] == pytest.approx(ctl.peak_lr)
+    assert 0.5 <= ctl.lr_at_minimum <= 1.0
+    assert ctl.landing_lr == 0.5 * ctl.lr_at_minimum
+    assert used[100] == pytest.approx(ctl.landing_lr)
     assert used[-1] > 0.0
     assert ctl.lr_at(400) == 0.0
 
 
-@pytest.mark.parametrize("decay", schedules.DECAYS)
+@pytest.mark.parametrize("decay", schedule.DECAYS)
 def test_lr_reaches_zero_exactly_at_total_steps(decay):
     ctl = AutoLRController(total_steps=500, decay=decay)
     used = drive(ctl, u_loss, 500)
@@ -167,7 +168,10 @@ def test_per_step_losses_of_a_chunk_decide_like_single_steps():
     options = dict(total_steps=800, chunk_steps=8)
     single = AutoLRController(**options)
     chunked = AutoLRController(**options)
-    assert chunked.bin_steps == 1 and chunked.check_every % 8 == 0
+    assert (
+        chunked.settings.bin_steps == 1
+        and chunked.settings.check_every % 8 == 0
+    )
     for start in range(0, 800, 8):
         lrs = chunked.lr_at(np.arange(start, start + 8))
         warm = chunked.phase == "warmup"
@@ -182,9 +186,7 @@ def test_per_step_losses_of_a_chunk_decide_like_single_steps():
         assert report.lr == single.lr
     assert chunked.switch_event is not None
     assert chunked.events == single.events
-    np.testing.assert_array_equal(
-        chunked.record.bins()[1], single.record.bins()[1]
-    )
+    np.testing.assert_array_equal(chunked.loss_bins()[1], single.loss_bins()[1])
 
 
 def test_a_non_finite_step_inside_a_chunk_ends_warmup():
@@ -194,7 +196,7 @@ def test_a_non_finite_step_inside_a_chunk_ends_warmup():
         ctl.update_steps([2.0, math.inf, 2.0, 2.0])
     assert ctl.switch_event["reason"] == "divergence"
     assert ctl.switch_step == 8
-    means = ctl.record.bins()[1]
+    means = ctl.loss_bins()[1]
     assert means[5] == math.inf and np.all(means[[0, 1, 2, 3, 4, 6, 7]] == 2)
 
 
@@ -226,34 +228,42 @@ def test_non_finite_loss_in_warmup_ends_it_at_a_safe_lr():
     (event,) = ctl.events
     assert event["reason"] == "divergence"
     assert event["step"] == ctl.switch_step == 301
-    assert lr == ctl.peak_lr <= 0.5 * used[-1]
+    assert lr == ctl.landing_lr <= 0.5 * used[-1]
     assert math.isfinite(lr) and lr > 0
     # A non-finite loss in decay restarts the decay at half the LR.
     with pytest.warns(RuntimeWarning, match="non-finite during decay"):
         later = ctl.step(float("inf"))
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "divergence"
-    assert rescue["step"] == ctl.plan.decay_start == 302
-    assert ctl.plan.decay_peak_lr == pytest.approx(0.5 * lr)
+    assert rescue["step"] == ctl.decay_start == 302
+    assert ctl.report().decay_lr == pytest.approx(0.5 * lr)
     assert later <= 0.5 * lr
     # The past is not rewritten.
     assert ctl.lr_at(301) == lr
 
 
-def test_a_test_acts_one_test_later_whichever_thread_runs_it():
+def idle_worker():
+    """Waits for the tests that earlier controllers left on the worker
+    thread (one thread, in order), so that a spy on every detector sees
+    only the next controller's."""
+    warmup.submit(int).result()
+
+
+def test_a_test_acts_one_test_later_whichever_thread_runs_it(monkeypatch):
     """Tests run on a background thread; their answers land one test
     later, so the thread's timing cannot change a decision."""
     runs = {}
+    original = MinimumDetector.test
     for threaded in (True, False):
         ctl = AutoLRController(total_steps=1000, background=threaded)
         tested = []
-        original = ctl.detector.test
 
-        def spy(x, y, *args, original=original, tested=tested, **kwargs):
+        def spy(self, x, y, *args, tested=tested, **kwargs):
             tested.append(len(y))  # One loss per step: the step tested.
-            return original(x, y, *args, **kwargs)
+            return original(self, x, y, *args, **kwargs)
 
-        ctl.detector.test = spy
+        idle_worker()
+        monkeypatch.setattr(MinimumDetector, "test", spy)
         lrs = drive(ctl, u_loss, 1000)
         runs[threaded] = (lrs, ctl.get_state(), tested)
     threaded, inline = runs[True], runs[False]
@@ -303,23 +313,24 @@ def test_a_state_saved_before_a_test_answers_resumes_exactly():
     assert clone.switch_event == ctl.switch_event is not None
 
 
-def test_reference_cadence_checks_once_per_epoch():
+def test_reference_cadence_checks_once_per_epoch(monkeypatch):
     calls = []
     ctl = AutoLRController(
         total_steps=1000, check_every=50, max_warmup_fraction=0.5
     )
-    original = ctl.detector.test
+    original = MinimumDetector.test
 
-    def spy(x, y, *args, **kwargs):
+    def spy(self, x, y, *args, **kwargs):
         # The step tested: one loss per step (tests run on another thread,
         # so `ctl.steps` may have moved on by then).
         calls.append(len(y))
-        return original(x, y, *args, **kwargs)
+        return original(self, x, y, *args, **kwargs)
 
-    ctl.detector.test = spy
+    idle_worker()
+    monkeypatch.setattr(MinimumDetector, "test", spy)
     checks = []
     for _ in drive_lrs(ctl, lambda lr: 2.0 - math.log10(lr) / 10, 500):
-        checks.append(ctl.warmup_tests.tests_run)
+        checks.append(ctl.tests_run)
     # One test per 50 steps, the last one at the cap: it may still set
     # the peak LR.
     steps = np.arange(1, 501)
@@ -328,8 +339,7 @@ def test_reference_cadence_checks_once_per_epoch():
     # fallen (by 0.08, 8 noise std, at step 100; 0.04 at step 50), up to
     # the cap, where its smoothed minimum sets the LR that warmup ends at.
     assert calls == list(range(100, 501, 50))
-    tests = ctl.warmup_tests
-    assert len(calls) == tests.detector_runs == tests.tests_run - 1
+    assert len(calls) == ctl.detector_runs == ctl.tests_run - 1
     assert ctl.switch_event["reason"] == "cap"
 
 
@@ -365,7 +375,7 @@ def test_any_loss_sequence_gives_a_sane_schedule(losses, total):
             lr = ctl.step(1.0)
     used = np.asarray(used)
     assert np.all(np.isfinite(used))
-    assert np.all((used >= 0) & (used <= ctl.max_lr))
+    assert np.all((used >= 0) & (used <= ctl.settings.max_lr))
     after = used[ctl.switch_step :]
     assert np.all(np.diff(after) <= 1e-15 * after[:-1])
     assert ctl.lr_at(total) == 0.0
@@ -380,7 +390,7 @@ def test_huge_losses_give_a_finite_schedule(huge):
         warnings.simplefilter("ignore", RuntimeWarning)
         lrs = [ctl.step(loss) for loss in [0.0, huge] + [1.0] * 6]
     assert np.all(np.isfinite(lrs))
-    assert np.isfinite(ctl.peak_lr) and ctl.peak_lr > 0.0
+    assert np.isfinite(ctl.landing_lr) and ctl.landing_lr > 0.0
     assert lrs[-1] == 0.0
 
 
@@ -404,8 +414,8 @@ def test_a_loss_back_at_its_starting_level_ends_warmup_at_the_next_test():
     # its edge, and warmup lands at half the LR of the last step tested.
     last = ctl.lr_at(caught - 1)
     assert event["minimum_lr"] > 0.5 * last
-    assert ctl.peak_lr == pytest.approx(0.5 * last, rel=1e-12)
-    assert ctl.peak_lr < 0.05
+    assert ctl.landing_lr == pytest.approx(0.5 * last, rel=1e-12)
+    assert ctl.landing_lr < 0.05
 
 
 def test_a_slow_rise_far_below_the_cliff_ends_warmup_at_its_minimum():
@@ -427,10 +437,10 @@ def test_a_slow_rise_far_below_the_cliff_ends_warmup_at_its_minimum():
     (event,) = ctl.events
     assert event["reason"] == "overshoot"
     lowest = event["minimum_lr"]
-    assert ctl.peak_lr == 0.5 * lowest
+    assert ctl.landing_lr == 0.5 * lowest
     # Past 3x by at most the growth between two tests (the ratio crosses 3
     # between them) and over the one test an answer waits for.
-    growth = float(ctl.lr_at(ctl.check_every) / ctl.lr_at(0))
+    growth = float(ctl.lr_at(ctl.settings.check_every) / ctl.lr_at(0))
     assert 3.0 < event["lr_before"] / lowest <= 3.0 * growth**2
     assert event["lr_before"] < 0.1 / 3  # Far below the cliff.
     # The true minimum is at 3e-3: found within 1.5x of it.
@@ -446,10 +456,10 @@ def test_no_gp_runs_before_the_loss_has_clearly_fallen():
     assert event["reason"] == "cap" and event["step"] == 160
     # One test every 4 steps, but the GP runs only at the cap, step 160,
     # where it still sets the peak LR.
-    assert flat.warmup_tests.tests_run == 160 // 4 - 1  # From 8 bins on.
-    assert flat.warmup_tests.detector_runs == 1
+    assert flat.tests_run == 160 // 4 - 1  # From 8 bins on.
+    assert flat.detector_runs == 1
     assert event["minimum_lr"] is not None
-    assert event["peak_lr"] == flat.peak_lr == 0.5 * event["minimum_lr"]
+    assert event["peak_lr"] == flat.landing_lr == 0.5 * event["minimum_lr"]
 
     # Flat until LR 1e-3 (step 40), then the U of `u_loss`.
     falling = AutoLRController(total_steps=400, check_every=4)
@@ -460,9 +470,9 @@ def test_no_gp_runs_before_the_loss_has_clearly_fallen():
     # and at every test after it, up to the one that ends warmup, at the
     # following test point.
     checks = (falling.switch_step - 8) // 4
-    assert falling.warmup_tests.tests_run == checks
-    assert 0 < checks - falling.warmup_tests.detector_runs <= 40 // 4
-    assert falling.warmup_tests.detector_runs >= falling.patience
+    assert falling.tests_run == checks
+    assert 0 < checks - falling.detector_runs <= 40 // 4
+    assert falling.detector_runs >= falling.settings.patience
 
 
 def test_the_lr_of_a_step_follows_every_decision():
@@ -495,7 +505,7 @@ def test_a_mean_wider_than_a_bin_is_refused_and_records_nothing():
     # Bins as wide as the chunk take it: one bin, one mean.
     wide = AutoLRController(total_steps=640, bin_steps=32)
     wide.update(2.0, num_steps=32)
-    centers, means, counts = wide.record.bins()
+    centers, means, counts = wide.loss_bins()
     assert (centers.tolist(), means.tolist(), counts.tolist()) == (
         [16.0],
         [2.0],
@@ -542,7 +552,7 @@ def test_a_noisy_batch_after_a_smooth_first_fall_is_no_explosion():
         loss = first[step] if step < 9 else 2.2 - 0.002 * step
         ctl.step(loss + (0.12 * rng.normal() if step >= 9 else 0.0))
     assert not ctl.events and ctl.phase == "warmup"
-    assert ctl.warmup_tests.tests_run > 10  # From step 9 on.
+    assert ctl.tests_run > 10  # From step 9 on.
 
 
 def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
@@ -550,7 +560,7 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
     drive(ctl, u_loss, 500)
     assert ctl.phase == "decay" and not ctl.rescues
     before = ctl.lr_at(np.arange(1000))
-    start = float(np.median(ctl.record.bins()[1][:8]))
+    start = float(np.median(ctl.loss_bins()[1][:8]))
     # Back at the starting level from now on: caught at the first test
     # point after the blow-up begins, and acted on at once (the decay guard
     # runs on the training thread).
@@ -560,15 +570,15 @@ def test_a_loss_blowing_up_in_decay_restarts_it_at_half_the_lr():
             lr = ctl.step(start)
     (rescue,) = ctl.rescues
     assert rescue["reason"] == "explosion"
-    assert rescue["step"] == ctl.plan.decay_start == r
+    assert rescue["step"] == ctl.decay_start == r
     assert rescue["lr_before"] == before[r - 1]
-    peak = ctl.plan.decay_peak_lr
+    peak = ctl.report().decay_lr
     assert peak == pytest.approx(0.5 * before[r - 1], rel=1e-12)
     # Steps run keep their LR; the rest is a straight line from the new
     # peak to 0.
     after = ctl.lr_at(np.arange(1000))
     np.testing.assert_array_equal(after[:r], before[:r])
-    expected = schedules.linear_decay(
+    expected = schedule.linear_decay(
         np.arange(r, 1000.0), 0.5 * before[r - 1], r, 1000.0
     )
     np.testing.assert_allclose(after[r:], expected, rtol=1e-12)
@@ -591,8 +601,11 @@ def test_skipped_steps_advance_the_schedule_and_decide_nothing():
     ctl.update(1.0, num_steps=10)
     report = ctl.skip(num_steps=20)
     assert ctl.steps == 30 and ctl.phase == "warmup" and not ctl.events
-    assert report == Report(lr=ctl.lr_at(30))  # Nothing tested or decided.
-    _, means, counts = ctl.record.bins()
+    # Nothing tested or decided: the report of the state as it is.
+    assert (report.tested, report.switch, report.rescue) == (False, None, None)
+    assert report == ctl.report()
+    assert report.lr == ctl.lr_at(30) and report.steps == 30
+    _, means, counts = ctl.loss_bins()
     assert means[0] == 1.0 and np.isnan(means[1:]).all()
     assert counts.sum() == 30
     report = ctl.skip(num_steps=30)  # Crosses the cap at 50: ends warmup.
@@ -615,15 +628,15 @@ def test_update_reports_each_test_and_decision_once():
                 loss = 50.0  # A blow-up in decay: one rescue.
             else:
                 loss = 1.0 + 0.01 * rng.normal()  # Progress is kept.
-            runs = ctl.warmup_tests.tests_run
+            runs = ctl.tests_run
             report = ctl.update(loss)
             assert report.lr == ctl.lr == ctl.lr_at(step + 1)
-            assert report.tested == (ctl.warmup_tests.tests_run == runs + 1)
+            assert report.tested == (ctl.tests_run == runs + 1)
             tested += report.tested
             switches += [report.switch] if report.switch else []
             rescues += [report.rescue] if report.rescue else []
             lr = report.lr
-    assert tested == ctl.warmup_tests.tests_run > 0
+    assert tested == ctl.tests_run > 0
     assert switches == [ctl.switch_event]
     assert rescues == ctl.rescues and len(rescues) == 1
 
@@ -636,7 +649,7 @@ def test_one_outlying_batch_in_decay_is_no_blow_up(check_every):
     ctl = AutoLRController(total_steps=1000, check_every=check_every)
     drive(ctl, u_loss, 500)
     assert ctl.phase == "decay" and not ctl.rescues
-    start = float(np.median(ctl.record.bins()[1][:8]))
+    start = float(np.median(ctl.loss_bins()[1][:8]))
     for step in range(100):
         ctl.step(17.0 * start if step == 50 else 1.0)
     assert not ctl.rescues
@@ -649,7 +662,7 @@ def test_one_outlying_batch_in_decay_is_no_blow_up(check_every):
 def test_a_network_that_stays_dead_gets_one_restart_not_a_cascade():
     ctl = AutoLRController(total_steps=1000, check_every=10)
     drive(ctl, u_loss, 500)
-    start = float(np.median(ctl.record.bins()[1][:8]))
+    start = float(np.median(ctl.loss_bins()[1][:8]))
     blow_up = ctl.steps
     with pytest.warns(RuntimeWarning, match="back to its starting level"):
         for _ in range(300):
@@ -674,7 +687,7 @@ def test_a_short_rise_right_after_the_switch_is_left_alone():
     while ctl.phase == "warmup":
         ctl.step(u_loss(ctl.lr))
     switch = ctl.switch_step
-    start = float(np.median(ctl.record.bins()[1][:8]))
+    start = float(np.median(ctl.loss_bins()[1][:8]))
     # Back at the start for 20 steps: shorter than 3 tests.
     for _ in range(20):
         ctl.step(start)
@@ -713,3 +726,156 @@ def test_a_noisy_fall_after_a_quiet_plateau_is_not_a_minimum(seed):
     event = ctl.switch_event
     assert event["reason"] == "minimum"
     assert 0.05 / 1.5 < event["minimum_lr"] < 0.05 * 1.5
+
+
+# ----------------------------------------------------------------------------
+# The public views: the Report of each update, `report()`, the deprecated
+# aliases of release 0.2.
+
+
+def views_of(ctl):
+    """The controller's views that a `Report` carries, by Report field."""
+    steps = ctl.steps
+    return {
+        "lr": ctl.lr,
+        "steps": steps,
+        "phase": ctl.phase,
+        "switch_step": ctl.switch_step,
+        "decay_start": ctl.decay_start,
+        "revision": ctl.revision,
+        "tests_run": ctl.tests_run,
+        "probability": ctl.last_probability,
+        "lr_at_minimum": ctl.lr_at_minimum,
+        "last_lr": float(ctl.lr_at(steps - 1)) if steps else None,
+        "at_lowest_loss": ctl.at_lowest_loss(),
+    }
+
+
+def test_each_report_equals_the_controller_s_views_after_its_update():
+    """Through warmup, the switch, decay and a rescue: every field of the
+    Report of an update is what the controller's views say right after
+    it, `at_lowest_loss` included."""
+    ctl = AutoLRController(total_steps=1000, check_every=10)
+    rng = np.random.default_rng(0)
+    seen = {"tested": 0, "switch": 0, "rescue": 0, "lowest": set()}
+    seen["phases"] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # The rescue.
+        for step in range(1000):
+            if ctl.phase == "warmup":
+                loss = u_loss(ctl.lr) + 0.01 * rng.normal()
+            elif 700 <= step < 720:
+                loss = 50.0  # A blow-up in decay: one rescue.
+            else:
+                loss = 1.0 + 0.01 * rng.normal()
+            report = ctl.update(loss)
+            fields = {name: getattr(report, name) for name in views_of(ctl)}
+            assert fields == views_of(ctl), step
+            # The decay's LR at its start is the schedule's there.
+            assert report.decay_lr == pytest.approx(
+                ctl.lr_at(report.decay_start), rel=1e-12
+            )
+            # `report()`: the same, as an update that decided nothing.
+            assert ctl.report() == dataclasses.replace(
+                report, tested=False, switch=None, rescue=None
+            )
+            seen["tested"] += report.tested
+            seen["switch"] += report.switch is not None
+            seen["rescue"] += report.rescue is not None
+            seen["lowest"].add(report.at_lowest_loss)
+            seen["phases"].add(report.phase)
+    # Every kind of update was compared.
+    assert seen["tested"] == ctl.tests_run > 0
+    assert seen["switch"] == 1 and seen["rescue"] == 1
+    assert seen["lowest"] == {True, False}
+    assert seen["phases"] == {"warmup", "decay"}
+    # After the rescue, the decay restarted from half the LR before it.
+    (rescue,) = ctl.rescues
+    assert ctl.report().decay_start == rescue["step"] == ctl.decay_start
+    assert ctl.report().decay_lr == pytest.approx(0.5 * rescue["lr_before"])
+
+
+def test_a_report_of_the_state_before_any_step():
+    ctl = AutoLRController(total_steps=1000)
+    report = ctl.report()
+    assert (report.tested, report.switch, report.rescue) == (False, None, None)
+    assert report.steps == 0 and report.last_lr is None
+    assert report.phase == "warmup" and report.lr == ctl.lr == 1e-4
+    assert report.switch_step == report.decay_start == ctl.ramp_steps
+    assert report.decay_lr == ctl.landing_lr == ctl.settings.max_lr
+    assert report.tests_run == 0 and report.probability is None
+    assert report.lr_at_minimum is None and report.at_lowest_loss is False
+
+
+def test_at_lowest_loss_of_a_report_is_known_until_the_next_update():
+    ctl = AutoLRController(total_steps=1000)
+    rng = np.random.default_rng(0)
+    for i in range(40):  # Falling: at its lowest.
+        report = ctl.update(2.0 - 0.02 * i + 0.001 * rng.normal())
+    assert report.at_lowest_loss is True  # Computed now, then kept.
+    assert ctl.at_lowest_loss() is True
+    stale = ctl.report()
+    ctl.update(1.0)
+    assert report.at_lowest_loss is True  # Computed before: still there.
+    with pytest.raises(RuntimeError, match="until the next update"):
+        stale.at_lowest_loss  # noqa: B018
+    for _ in range(20):
+        # Far above the lowest loss, below the start: no explosion.
+        report = ctl.update(1.6 + 0.001 * rng.normal())
+    assert not ctl.rescues
+    assert report.at_lowest_loss is False == ctl.at_lowest_loss()
+
+
+def test_loss_bins_are_what_was_fed_and_read_only():
+    ctl = AutoLRController(total_steps=1000, bin_steps=2)
+    for loss in (1.0, 3.0, 2.0, 4.0, 5.0):
+        ctl.step(loss)
+    centers, means, counts = ctl.loss_bins()
+    assert centers.tolist() == [1.0, 3.0]  # The open bin is left out.
+    assert means.tolist() == [2.0, 3.0]
+    assert counts.tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match="read-only"):
+        means[0] = 0.0
+
+
+def test_views_follow_the_decisions():
+    ctl = AutoLRController(total_steps=600)
+    assert ctl.first_test_step == 8  # 8 bins, on the grid of 4 steps.
+    assert ctl.revision == 0 and ctl.switch_event is None
+    assert ctl.landing_lr == ctl.settings.max_lr  # The cap's, until a test.
+    drive(ctl, u_loss, 600)
+    assert ctl.revision > 1  # Provisional landings, then the switch.
+    event = ctl.switch_event
+    assert event["step"] == ctl.switch_step == ctl.decay_start
+    assert event["peak_lr"] == ctl.landing_lr == ctl.report().decay_lr
+    assert event["minimum_lr"] == ctl.lr_at_minimum
+    assert ctl.ramp_lr_at(np.arange(3)).tolist() == [
+        float(ctl.ramp_lr_at(i)) for i in range(3)
+    ]
+    # Past the switch the ramp goes on; the schedule does not.
+    s = ctl.switch_step
+    assert ctl.ramp_lr_at(s) > ctl.lr_at(s) == ctl.landing_lr
+
+
+def test_peak_lr_and_minimum_lr_are_deprecated_aliases():
+    ctl = AutoLRController(total_steps=600)
+    drive(ctl, u_loss, 300)
+    assert ctl.phase == "decay"
+    with pytest.warns(DeprecationWarning, match="use `landing_lr`"):
+        assert ctl.peak_lr == ctl.landing_lr
+    with pytest.warns(DeprecationWarning, match="use `lr_at_minimum`"):
+        assert ctl.minimum_lr == ctl.lr_at_minimum is not None
+    with pytest.warns(DeprecationWarning, match="settings.check_every"):
+        assert ctl.check_every == ctl.settings.check_every
+    # The new views themselves warn nothing (filterwarnings = error).
+    assert ctl.landing_lr > 0.0 and ctl.settings.patience == 2
+
+
+def test_the_controller_forwards_no_attribute():
+    """No `__getattr__`: an option is read as `ctl.settings.<name>` (or its
+    deprecated alias); anything else is an AttributeError."""
+    assert "__getattr__" not in vars(AutoLRController)
+    assert not hasattr(AutoLRController, "__getattr__")
+    ctl = AutoLRController(total_steps=600)
+    for name in ("plan", "record", "detector", "warmup_tests", "shape_"):
+        assert not hasattr(ctl, name), name

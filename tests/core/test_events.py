@@ -1,8 +1,11 @@
-"""events: the log of a run's decisions."""
+"""events: the log of a run's decisions, and the Report of an update."""
 
+import dataclasses
 import json
 
-from keras_autolr.events import EventLog
+import pytest
+
+from keras_autolr.core.events import DECAY, WARMUP, EventLog, Report
 
 
 def test_the_log_keeps_order_filters_by_kind_and_hands_out_copies():
@@ -32,3 +35,20 @@ def test_state_round_trips_through_json():
     other = EventLog()
     other.set_state(json.loads(json.dumps(log.get_state())))
     assert other.all() == log.all()
+
+
+def test_a_report_is_a_frozen_value():
+    report = Report(lr=0.1, steps=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.lr = 0.2
+    assert report == Report(lr=0.1, steps=5) != Report(lr=0.1, steps=6)
+    # The defaults: an update that decided nothing, before any test.
+    assert (report.tested, report.switch, report.rescue) == (False, None, None)
+    assert (report.phase, report.probability, report.last_lr) == (
+        WARMUP,
+        None,
+        None,
+    )
+    # Not made by a controller: no record to judge the loss by.
+    assert report.at_lowest_loss is False
+    assert DECAY == "decay"

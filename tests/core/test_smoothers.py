@@ -11,11 +11,12 @@ import pytest
 import support
 from tensorflow_probability.substrates import numpy as tfp
 
-from keras_autolr import decisions, loss_stats
-from keras_autolr import tfp_smoother as tfp_module
-from keras_autolr.controller import AutoLRController
-from keras_autolr.detector import MinimumDetector, make_detector
-from keras_autolr.tfp_smoother import TFPMinimumDetector
+from keras_autolr.core import smoothers as tfp_module
+from keras_autolr.core import warmup
+from keras_autolr.core.controller import AutoLRController
+from keras_autolr.core.gp import MinimumDetector
+from keras_autolr.core.losses import detector_inputs
+from keras_autolr.core.smoothers import TFPMinimumDetector, make_detector
 
 # Tolerances of the agreement on fixed data, in units of the losses' std
 # (means and stds) and in probability: the two fits stop at slightly
@@ -127,8 +128,8 @@ def test_votes_agree_on_most_tests(filters):
             centers = np.arange(now) + 0.5
             counts = np.ones(now)
             args = (centers, losses[:now], counts, now, 50, False, key)
-            a = decisions.minimum_test(ours, *args, filters)
-            b = decisions.minimum_test(theirs, *args, filters)
+            a = warmup.minimum_test(ours, *args, filters)
+            b = warmup.minimum_test(theirs, *args, filters)
             assert a.ran == b.ran
             total += 1
             agree += a.votes == b.votes
@@ -145,31 +146,46 @@ def test_the_controller_runs_tfp_at_run_time(monkeypatch):
         return posterior(self, *args)
 
     monkeypatch.setattr(TFPMinimumDetector, "_posterior", spy)
-    runs = {}
+    runs, tfp_calls, states = {}, {}, {}
     for smoother in ("numpy", "tfp"):
+        before = len(calls)
         ctl = AutoLRController.reference(
             2000, 50, smoother=smoother, background=False
         )
         rng = np.random.default_rng(0)
         lr = ctl.lr
         while ctl.phase == "warmup":
+            if ctl.steps == 300:
+                states[smoother] = ctl.get_state()
             loss = 1.0 + 0.3 * math.log10(lr / 1e-2) ** 2
             lr = ctl.step(loss + 0.05 * rng.normal())
         runs[smoother] = ctl
+        tfp_calls[smoother] = len(calls) - before
     tfp_ctl = runs["tfp"]
-    assert isinstance(tfp_ctl.detector, TFPMinimumDetector)
+    assert tfp_ctl.settings.smoother == "tfp"
     assert tfp_ctl.get_config()["smoother"] == "tfp"
-    # One posterior per test up to 256 losses (every subsample is all of
-    # them), 5 beyond.
-    assert len(calls) >= tfp_ctl.warmup_tests.detector_runs > 0
+    # Only the TFP run fits TFP's GP: one posterior per test up to 256
+    # losses (every subsample is all of them), 5 beyond.
+    assert tfp_calls["numpy"] == 0
+    assert tfp_calls["tfp"] >= tfp_ctl.detector_runs > 0
     assert tfp_ctl.switch_step == runs["numpy"].switch_step
-    assert tfp_ctl.peak_lr == pytest.approx(runs["numpy"].peak_lr, rel=0.02)
-    clone = AutoLRController.from_state(tfp_ctl.get_state())
-    assert isinstance(clone.detector, TFPMinimumDetector)
+    assert tfp_ctl.landing_lr == pytest.approx(
+        runs["numpy"].landing_lr, rel=0.02
+    )
+    # A controller rebuilt from a TFP run's state tests with TFP too.
+    clone = AutoLRController.from_state(states["tfp"])
+    before = len(calls)
+    rng = np.random.default_rng(1)
+    lr = clone.lr
+    for _ in range(100):
+        loss = 1.0 + 0.3 * math.log10(lr / 1e-2) ** 2
+        lr = clone.step(loss + 0.05 * rng.normal())
+    assert clone.settings.smoother == "tfp"
+    assert len(calls) > before
 
 
 def test_default_smoother_is_numpy():
-    assert type(AutoLRController(1000).detector) is MinimumDetector
+    assert AutoLRController(1000).settings.smoother == "numpy"
     assert type(make_detector()) is MinimumDetector
     assert type(make_detector("tfp", seed=3)) is TFPMinimumDetector
     with pytest.raises(ValueError, match="Argument `smoother`"):
@@ -189,9 +205,9 @@ def test_local_noise_inputs_reach_the_tfp_gp():
     """With the filters, the test gives the GP each bin's local noise: the
     TFP smoother takes it (the whitened kernel), as the NumPy one does."""
     losses = streams()[1][:400]
-    means, variance = decisions.gp_inputs(losses)
+    means, variance = warmup.gp_inputs(losses)
     assert variance is not None and np.ptp(variance) > 0
-    assert np.array_equal(means, loss_stats.detector_inputs(losses)[0])
+    assert np.array_equal(means, detector_inputs(losses)[0])
     x = (np.arange(400) + 0.5) / 400
     a = MinimumDetector().posterior(x, means, noise=variance)
     b = TFPMinimumDetector().posterior(x, means, noise=variance)
