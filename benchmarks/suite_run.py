@@ -103,7 +103,6 @@ def train_one(spec, data, quick):
     keras.utils.set_random_seed(spec["seed"])
     model = task.build(data)
     optimizer, callbacks, settings = make_method(spec, epochs, total_steps)
-    probe = _restore_probe(callbacks[0]) if callbacks else None
     model.compile(
         optimizer=optimizer,
         loss=task.loss(),
@@ -116,7 +115,7 @@ def train_one(spec, data, quick):
         batch_size=batch_size,
         epochs=epochs,
         shuffle=True,
-        callbacks=callbacks + ([probe] if probe else []),
+        callbacks=callbacks,
         verbose=0,
     )
     fit_time = time.perf_counter() - start
@@ -144,11 +143,10 @@ def train_one(spec, data, quick):
     if spec["method"] in AUTOLR:
         record.update(autolr_record(callbacks[0], steps_per_epoch))
         record.update(overshoot(callbacks[0].controller))
-        record["autolr_restored_copy_steps"] = probe.restored
+        restored = callbacks[0].summary["restored"]
+        record["autolr_restored_copy_steps"] = restored
         at_switch = [
-            c
-            for s, c in probe.restored
-            if s == record.get("autolr_switch_step")
+            c for s, c in restored if s == record.get("autolr_switch_step")
         ]
         record["autolr_restored_copy_at_switch"] = (
             at_switch[0] if at_switch else None
@@ -223,30 +221,3 @@ def overshoot(ctl):
         "autolr_overshoot": max_lr / event["peak_lr"],
         "autolr_max_lr_of_run": float(lrs.max()),
     }
-
-
-def _restore_probe(autolr):
-    """A callback after `autolr` that records, at each restore of a weight
-    copy, (the step of the controller, the step of the copy), where the
-    callback keeps its copies in `_weights` (best effort: not a public
-    API; an empty list if it is not there)."""
-    import keras
-
-    class RestoreProbe(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            keeper = getattr(autolr, "_weights", None)
-            restore = getattr(keeper, "restore", None)
-            if restore is None:
-                return
-
-            def recorded(*args, **kwargs):
-                step = restore(*args, **kwargs)
-                if step is not None:
-                    self.restored.append([autolr.controller.steps, step])
-                return step
-
-            keeper.restore = recorded
-
-    probe = RestoreProbe()
-    probe.restored = []
-    return probe

@@ -424,7 +424,12 @@ class AutoLRController:
         ):
             self._rescue("explosion", loss, self.steps)
         if was_warmup and self.phase == DECAY and not self._events:
-            self._switch("cap", self.switch_step)
+            # The cap. With no test acted on, land where the ramp was safe:
+            # at most half its last LR, and the LR of the lowest loss.
+            safe = None
+            if self._tests.minimum_lr is None:
+                safe = self._tests.safe_lr(self._record, self.switch_step)
+            self._switch("cap", self.switch_step, safe)
         return self._report(
             tested=self._tests.tests_run != tests,
             switch=self._events.first("switch", since=events),

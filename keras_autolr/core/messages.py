@@ -28,9 +28,63 @@ def switch_line(
     return (
         f"AutoLR: warmup ended at step {step} (epoch "
         f"{step // steps_per_epoch + 1}), {_HOW_WARMUP_ENDED[event['reason']]}"
-        f": LR at loss minimum {lr_min_text}, peak LR {event['peak_lr']:.3g} "
-        f"(from {event['lr_before']:.3g}); {settings.decay} decay to 0 over "
-        f"the remaining {settings.total_steps - step} steps."
+        f". LR at the loss minimum {lr_min_text}, decay from "
+        f"{event['peak_lr']:.3g} (highest LR run {event['lr_before']:.3g}), "
+        f"{settings.decay} to 0 over the remaining "
+        f"{settings.total_steps - step} steps."
+    )
+
+
+def ended_early(report: Any, total_steps: int) -> str:
+    """The line printed when `fit` ends before the budget (`verbose>=1`)."""
+    return (
+        f"AutoLR: fit ended at step {report.steps} of its budget of "
+        f"{total_steps} steps, in {report.phase} at LR {report.last_lr:.3g}. "
+        "Continue the run with `fit(initial_epoch=...)` and the same AutoLR "
+        "(or `backup_dir`)."
+    )
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The line printed at the end of `fit` (`verbose>=1`): what the run
+    found (`AutoLR.summary`)."""
+    if summary["switch_step"] is None:
+        return (
+            f"AutoLR: still in warmup after {summary['steps']} steps, "
+            f"highest LR run {summary['highest_lr']:.3g}."
+        )
+    lr_min = summary["lr_at_minimum"]
+    return (
+        f"AutoLR: warmup ended at step {summary['switch_step']} "
+        f"({summary['reason']}); LR at the loss minimum "
+        f"{'n/a' if lr_min is None else f'{lr_min:.3g}'}, decay from "
+        f"{summary['landing_lr']:.3g}, highest LR run "
+        f"{summary['highest_lr']:.3g}; {len(summary['rescues'])} decay "
+        "restarts. `autolr.found_schedule()` gives this schedule for "
+        "another run."
+    )
+
+
+def budget_too_short(
+    total_steps: int, ramp_steps: int, needed: int, enough: int
+) -> str:
+    """The warning when the warmup cap comes before the tests it needs."""
+    return (
+        f"AutoLR's budget of {total_steps} steps ends warmup by step "
+        f"{ramp_steps}, before the {needed} steps its tests need: warmup "
+        "will end at the cap, at no more than half the LR reached there. Give "
+        f"AutoLR a budget of at least {enough} steps (more epochs, or a "
+        "smaller batch)."
+    )
+
+
+def lr_written(value: float, epoch: int) -> str:
+    """The warning when something else wrote the optimizer's LR."""
+    return (
+        f"Something set the optimizer's learning rate to {value:.4g} during "
+        f"epoch {epoch + 1} (another callback, or your code): AutoLR sets "
+        "the LR of every step, so that value is not used. Remove the other "
+        "LR setting, or AutoLR."
     )
 
 

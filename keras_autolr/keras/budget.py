@@ -9,6 +9,8 @@ chunk both end, and bins of one chunk where the loss comes from the logs.
 import math
 import warnings
 
+import keras
+
 from keras_autolr.core import messages, options
 from keras_autolr.core.controller import AutoLRController
 
@@ -106,3 +108,45 @@ def warn_if_tests_come_late(controller):
     ):
         return
     warnings.warn(messages.late_first_test(ctl), RuntimeWarning, stacklevel=2)
+
+
+def warn_if_budget_too_short(controller):
+    """A `RuntimeWarning` if the warmup cap comes before the tests that
+    warmup needs (`min_bins` bins, then `patience` tests): warmup then ends
+    at the cap, at an LR the ramp has run (only at the start of a
+    schedule)."""
+    ctl, settings = controller, controller.settings
+    needed = ctl.first_test_step + settings.patience * settings.check_every
+    if ctl.steps or ctl.ramp_steps >= needed:
+        return
+    total = math.ceil(needed / settings.max_warmup_fraction)
+    warnings.warn(
+        messages.budget_too_short(
+            ctl.total_steps, ctl.ramp_steps, needed, total
+        ),
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+# Callbacks that set the LR themselves: beside AutoLR, their LR is ignored.
+_LR_SETTERS = (
+    keras.callbacks.ReduceLROnPlateau,
+    keras.callbacks.LearningRateScheduler,
+)
+
+
+def check_other_callbacks(callbacks):
+    """Raises if another callback of the `fit` sets the LR.
+
+    Raises:
+        ValueError: naming the callback.
+    """
+    for callback in callbacks:
+        if isinstance(callback, _LR_SETTERS):
+            name = type(callback).__name__
+            raise ValueError(
+                f"AutoLR sets the learning rate of every step, and "
+                f"{name} in the same fit sets it too: the LR it sets would "
+                f"be ignored. Remove {name}, or AutoLR."
+            )

@@ -17,16 +17,15 @@ import numpy as np
 
 from keras_autolr.core import checks as check
 from keras_autolr.core import messages, options
-from keras_autolr.keras import backup, budget, compat
+from keras_autolr.keras import backup, budget, compat, resume
 from keras_autolr.keras.backup import StateStore
 from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
-from keras_autolr.keras.lr_schedule import InstalledSchedule
+from keras_autolr.keras.lr_schedule import FoundSchedule, InstalledSchedule
 from keras_autolr.keras.weights import (
     WeightKeeper,
     all_finite,
     current_weights,
     fingerprint,
-    fingerprint_difference,
 )
 
 
@@ -56,7 +55,10 @@ class AutoLR(keras.callbacks.Callback):
         steps_per_epoch: steps in one epoch. Defaults to `None`: the number
             of steps `fit` reports (the `steps_per_epoch` of `fit`, or the
             size of a dataset of known cardinality).
-        verbose: `0` silent, `1` one line when warmup ends. Defaults to `1`.
+        verbose: `0` silent; `1` or `2` (as `fit` takes them) a line when
+            warmup ends, at each decay restart, when `fit` ends before the
+            budget, and a summary of the run at the end of `fit`. Defaults
+            to `1`.
         monitor: the log entry holding the training loss. Defaults to
             `"loss"`, recorded for every step. Any other entry, and the
             loss of a model whose train step is its own, is read from the
@@ -104,6 +106,13 @@ class AutoLR(keras.callbacks.Callback):
     `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
     logs of the callbacks that come after it in the list.
 
+    After `fit` (ended, stopped, or interrupted in a train step) the
+    optimizer's learning rate is the value it was compiled with again.
+    `summary` says what the run found; `found_schedule()` gives it as a
+    Keras schedule for runs without AutoLR. A callback that also sets the
+    LR (`ReduceLROnPlateau`, `LearningRateScheduler`) is refused at `fit`
+    start.
+
     Example:
 
     ```python
@@ -132,9 +141,9 @@ class AutoLR(keras.callbacks.Callback):
             )
         check.check_optional_int("epochs", epochs)
         check.check_optional_int("steps_per_epoch", steps_per_epoch)
-        if verbose not in (0, 1, True, False):
+        if verbose not in (0, 1, 2, True, False):
             raise ValueError(
-                "Argument `verbose` must be 0 or 1. "
+                "Argument `verbose` must be 0, 1 or 2. "
                 f"Received: verbose={verbose!r}"
             )
         if not isinstance(monitor, str) or not monitor:
@@ -163,6 +172,7 @@ class AutoLR(keras.callbacks.Callback):
             probe=True,
         )
         self.controller = None
+        self._replanned_from = None
         self._report = None
         self._schedule = None
         self._store = None
@@ -221,6 +231,8 @@ class AutoLR(keras.callbacks.Callback):
     # Training hooks.
 
     def on_train_begin(self, logs=None):
+        # Before anything is installed: a conflict leaves the model as is.
+        budget.check_other_callbacks(compat.fit_callbacks(self))
         epochs, steps_per_epoch = budget.budget(
             self.params, self.epochs, self.steps_per_epoch
         )
@@ -241,13 +253,17 @@ class AutoLR(keras.callbacks.Callback):
             per_step=chunk == 1 or record,
         )
         self._chunk = chunk
+        self._replanned_from = None
         if (
             self.controller is None
             or self.controller.get_config() != controller.get_config()
         ):
+            if self.controller is not None and self.controller.steps:
+                self._replanned_from = self.controller.total_steps
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
         budget.warn_if_tests_come_late(self.controller)
+        budget.warn_if_budget_too_short(self.controller)
         if self.backup_dir is not None:
             self._store = StateStore(self.backup_dir)
             self._write_safely(self._store.ensure)
@@ -258,14 +274,22 @@ class AutoLR(keras.callbacks.Callback):
             if record
             else LoggedLosses(self.monitor, chunk)
         )
-        self._schedule = InstalledSchedule(self.model, self.controller)
+        self._schedule = InstalledSchedule(
+            self.model, self.controller, on_failure=self._release
+        )
         self._resume_pending = True
+        self._lr_written = False
+        self._restored = []
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._resume_pending:
             # Only now is the first epoch of this fit known (a resumed run
             # starts at `initial_epoch`, set by fit or BackupAndRestore).
-            self._resume(epoch)
+            try:
+                self._resume(epoch)
+            except BaseException:
+                self._release()
+                raise
             self._resume_pending = False
         self._losses.start_epoch()
         self._epoch_start = self.controller.steps
@@ -309,16 +333,74 @@ class AutoLR(keras.callbacks.Callback):
                 self._store.save(epoch + 1, state)
 
             self._write_safely(save)
+        self._check_lr_untouched(epoch)
 
     def on_train_end(self, logs=None):
+        self._release()
+        if self.verbose:
+            ctl = self.controller
+            if ctl.steps < ctl.total_steps:
+                self._say(messages.ended_early(ctl.report(), ctl.total_steps))
+            self._say(messages.summary_line(self.summary))
+
+    def _release(self):
+        """Gives the model back its own loss tracker and its optimizer its
+        own LR, as compiled: after `fit` (ended, stopped, or failed in a
+        train step or in AutoLR), a later `fit` trains as without AutoLR."""
         if self._losses is not None:
             self._losses.remove()
             self._losses = None
         if self._schedule is not None:
-            self._schedule.remove(self.controller.lr)
+            self._schedule.remove()
             self._schedule = None
         if self._weights is not None:
             self._weights.release()
+
+    @property
+    def summary(self):
+        """What the run found, as a dict: `switch_step` and `reason` (how
+        warmup ended, `None` before it has), `lr_at_minimum` (the LR at the
+        smoothed loss minimum), `landing_lr` (the LR the decay started
+        from), `highest_lr` (the highest LR run), `rescues` (the decay
+        restarts, each an event dict), `restored` (for each weight copy
+        put back in this `fit`, `[step, step the copy was taken at]`) and
+        `steps` (run so far)."""
+        ctl = self.controller
+        if ctl is None:
+            return None
+        event = ctl.switch_event or {}
+        # The ramp rises: its last step run is the highest LR.
+        last = float(ctl.lr_at(ctl.steps - 1)) if ctl.steps else None
+        return {
+            "switch_step": event.get("step"),
+            "reason": event.get("reason"),
+            "lr_at_minimum": event.get("minimum_lr", ctl.lr_at_minimum),
+            "landing_lr": event.get("peak_lr"),
+            "highest_lr": event.get("lr_before", last),
+            "rescues": ctl.rescues,
+            "restored": [list(r) for r in self._restored],
+            "steps": ctl.steps,
+        }
+
+    def found_schedule(self, total_steps=None):
+        """The schedule this run found, as a plain Keras schedule that a
+        later run (other seeds, a longer budget, fine-tuning) can use
+        without AutoLR: the warmup ramp held at the landing LR (no
+        overshoot) until the switch, then the decay, each at the same
+        fraction of `total_steps` as in this run (decay restarts left
+        out). Serializable with `keras.optimizers.schedules.serialize`.
+
+        Args:
+            total_steps: the budget of the later run. Defaults to `None`:
+                this run's.
+
+        Returns:
+            A `keras_autolr.keras.lr_schedule.FoundSchedule`.
+
+        Raises:
+            ValueError: before warmup has ended.
+        """
+        return FoundSchedule.of(self.controller, total_steps)
 
     # ------------------------------------------------------------------
 
@@ -333,67 +415,41 @@ class AutoLR(keras.callbacks.Callback):
         return self.controller.settings.check_every
 
     def _resume(self, epoch):
-        """Brings the controller to the start of epoch `epoch`.
-
-        A fit that starts at epoch 0 starts a new schedule, even with a
-        callback that has run before; the states and weight copies of an
-        earlier run in `backup_dir` are deleted then (they would be taken
-        for this run's after a restart).
-        """
-        ctl = self.controller
-        expected = epoch * self._steps_per_epoch
-        behind = epoch > 0 and ctl.steps != expected
-        copies = (
-            self._store and self.restore_weights and not self._weights.taken
+        """Brings the controller to the start of epoch `epoch`
+        (`resume.start`)."""
+        resume.start(
+            epoch,
+            self._steps_per_epoch,
+            self.controller,
+            self._weights if self.restore_weights else None,
+            self._store,
+            self.model,
+            replanned_from=self._replanned_from,
+            write=self._write_safely,
         )
-        if epoch == 0:
-            ctl.reset()
-            if self._store is not None:
-                self._write_safely(self._store.clear)
-        elif behind or copies:
-            state = self._store.load(epoch) if self._store else None
-            if behind and state is None:
-                raise ValueError(
-                    f"Training starts at epoch {epoch} (step {expected}), "
-                    f"but AutoLR's state is at step {ctl.steps} and "
-                    + (
-                        f"{self.backup_dir} has no state saved after epoch "
-                        f"{epoch} (it has {self._store.epochs()}). "
-                        if self._store
-                        else "no `backup_dir` was given. "
-                    )
-                    + "To resume a run, pass the same `backup_dir=` to "
-                    "AutoLR in the interrupted and the resumed run; to start "
-                    "a new schedule, fit from epoch 0."
-                )
-            if state is not None:
-                self._restore(state, epoch, behind, copies)
-        self._report = ctl.report()
+        self._report = self.controller.report()
         self._schedule.update(self._report, force=True)
 
-    def _restore(self, state, epoch, controller, copies):
-        """Takes the controller's state (`controller`) and the weight copies
-        (`copies`) from `state`, the state after `epoch` epochs, once each
-        part is checked; raises a `BackupError` and keeps nothing if one
-        fails."""
-        saved = state.get(backup.FINGERPRINT)
-        if saved is not None:
-            difference = fingerprint_difference(saved, fingerprint(self.model))
-            if difference is not None:
-                raise self._store.error(
-                    epoch,
-                    f"belongs to another model or optimizer: {difference}",
-                )
-        if copies:
-            self._weights.load(self._store, state)
-        if controller:
-            try:
-                self.controller.set_state(state)
-            except ValueError as error:
-                self._weights.release()
-                raise self._store.error(
-                    epoch, f"holds a state this run cannot use. {error}"
-                ) from error
+    def _say(self, text, mid_epoch=False):
+        """Prints `text` as Keras's callbacks do; inside an epoch, on a line
+        of its own below `fit`'s progress bar."""
+        if mid_epoch and self.params.get("verbose") == 1:
+            text = "\n" + text
+        compat.print_msg(text)
+
+    def _check_lr_untouched(self, epoch):
+        """Warns, once, if something wrote the optimizer's LR during the
+        epoch: AutoLR sets the LR of every step, so that write does
+        nothing."""
+        if self._lr_written or self._schedule is None:
+            return
+        compat.sync_variables(self.model)
+        written = self._schedule.written_lr()
+        if written is not None:
+            self._lr_written = True
+            warnings.warn(
+                messages.lr_written(written, epoch), RuntimeWarning, 3
+            )
 
     def _write_safely(self, write):
         """Runs `write`, a write to `backup_dir`; a failure is a warning,
@@ -410,6 +466,7 @@ class AutoLR(keras.callbacks.Callback):
             # nor those from past the smoothed minimum, where the LR may
             # have damaged them.
             kept = self._weights.restore(event["minimum_lr"])
+            self._note_restored(kept)
             if kept is not None and event["reason"] == "divergence":
                 text = messages.restored_before_divergence(kept, event)
                 warnings.warn(text, RuntimeWarning, stacklevel=3)
@@ -419,17 +476,22 @@ class AutoLR(keras.callbacks.Callback):
         if self.verbose:
             settings = self.controller.settings
             line = messages.switch_line(event, settings, self._steps_per_epoch)
-            print(line)
+            self._say(line, mid_epoch=True)
 
     def _on_rescue(self, event):
         """The loss blew up during decay: the controller restarted the
         decay at half the LR; put back the weights of the lowest loss."""
         kept = self._weights.restore() if self.restore_weights else None
+        self._note_restored(kept)
         if kept is not None:
             text = messages.restored_after_blow_up(kept, event)
             warnings.warn(text, RuntimeWarning, stacklevel=3)
         if self.verbose:
-            print(messages.rescue_line(event, kept))
+            self._say(messages.rescue_line(event, kept), mid_epoch=True)
+
+    def _note_restored(self, kept):
+        if kept is not None:
+            self._restored.append((self._report.steps, kept))
 
     def _add_logs(self, logs, step):
         """The LR and phase of `step`, the last step run (decisions are

@@ -202,3 +202,37 @@ def read_values(variables):
                 np.array(read(resource=t.handle, dtype=t.dtype)) for t in values
             ]
     return [np.array(to_numpy(v)) for v in variables]
+
+
+def print_msg(message):
+    """Prints as Keras's own callbacks do (stdout, or absl logging where
+    Keras logs that way)."""
+    from keras.src.utils import io_utils
+
+    io_utils.print_msg(message)
+
+
+def fit_callbacks(callback):
+    """The callbacks of the `fit` that is calling `callback` now (from one
+    of its hooks), or `[]` where they cannot be found: Keras gives a
+    callback no reference to its `CallbackList`, which calls the hook."""
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            if any(c is callback for c in owner.callbacks):
+                return list(owner.callbacks)
+        frame = frame.f_back
+    return []
+
+
+def ends_data(error):
+    """Whether `error`, raised by a train function, is how a dataset of
+    unknown size ends an epoch rather than a failure."""
+    return isinstance(error, StopIteration) or (
+        type(error).__name__ == "OutOfRangeError"
+    )

@@ -20,6 +20,7 @@ checkpoint, as they are.
 import keras
 from keras import ops
 
+from keras_autolr.core import schedule
 from keras_autolr.keras import compat
 
 _NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
@@ -170,17 +171,23 @@ class InstalledSchedule:
 
     Creating it installs the schedule (inside the model's distribution
     scope) and recompiles the train step; `update(report)` copies the
-    decisions of the controller's latest `Report` to it; `remove(lr)`
-    gives the optimizer back a plain LR.
+    decisions of the controller's latest `Report` to it; `remove()` gives
+    the optimizer back its own LR, the value it was compiled with, so that
+    a later `fit` without AutoLR trains at it.
 
     Args:
         model: a compiled Keras model.
         controller: the `AutoLRController` whose schedule is installed.
+        on_failure: called when the train step raises (an interrupted or
+            failed `fit`, whose `on_train_end` never comes).
     """
 
-    def __init__(self, model, controller):
+    def __init__(self, model, controller, on_failure=None):
         optimizer = model.optimizer
         compat.check_plain_learning_rate(optimizer)
+        variable = compat.learning_rate_variable(optimizer)
+        self.compiled_lr = float(compat.to_numpy(variable))
+        self._on_failure = on_failure
         with compat.variable_scope(model):
             self.schedule = AutoLRSchedule(
                 controller,
@@ -195,7 +202,26 @@ class InstalledSchedule:
             compat.steps_done(self._optimizer), report.steps, force=True
         )
         compat.read_learning_rate_from(optimizer, self.schedule)
-        model.make_train_function(force=True)
+        self._compile()
+
+    def _compile(self):
+        """Rebuilds the train function, and calls `on_failure` if it
+        raises (not at the end of a dataset of unknown size)."""
+        self.model.make_train_function(force=True)
+        step = self.model.train_function
+        on_failure = self._on_failure
+        if on_failure is None:
+            return
+
+        def guarded(*args, **kwargs):
+            try:
+                return step(*args, **kwargs)
+            except BaseException as error:
+                if not compat.ends_data(error):
+                    on_failure()
+                raise
+
+        self.model.train_function = guarded
 
     def update(self, report, force=False, horizon=None):
         """Copies the decisions of `report` to the schedule (see
@@ -216,10 +242,121 @@ class InstalledSchedule:
             # carries the state), and under `keras.distribution` the
             # compilation reads their shardings: put the state back first.
             compat.sync_variables(self.model)
-            self.model.make_train_function(force=True)
+            self._compile()
 
-    def remove(self, lr):
-        """Gives the optimizer a plain LR again, `lr`."""
+    def written_lr(self):
+        """The value of the optimizer's LR variable now, if something
+        other than AutoLR wrote it during `fit` (else `None`)."""
+        variable = compat.learning_rate_variable(self._optimizer)
+        value = float(compat.to_numpy(variable))
+        return None if value == self.compiled_lr else value
+
+    def remove(self):
+        """Gives the optimizer back its own LR, as compiled."""
         compat.stop_reading_learning_rate_from(self._optimizer)
-        compat.learning_rate_variable(self._optimizer).assign(lr)
+        variable = compat.learning_rate_variable(self._optimizer)
+        variable.assign(self.compiled_lr)
         self.model.train_function = None
+
+
+@keras.saving.register_keras_serializable(package="keras_autolr")
+class FoundSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The schedule an AutoLR run found, for a run without AutoLR
+    (`AutoLR.found_schedule()`): the warmup ramp, held at `landing_lr`
+    (where the run's ramp overshot it), until the switch; then the decay
+    from `landing_lr` to 0 at `total_steps`. The ramp's end and the switch
+    are fractions of the budget, so the schedule stretches to any
+    `total_steps`.
+
+    Args:
+        total_steps: the budget; the LR is 0 from this step on.
+        landing_lr: the LR the decay starts from.
+        switch_fraction: the switch step, as a fraction of `total_steps`.
+        min_lr: LR of the first step.
+        max_lr: LR the ramp would reach at `ramp_fraction * total_steps`.
+        ramp_fraction: where the ramp would reach `max_lr`.
+        warmup: `"exponential"` or `"linear"`.
+        decay: `"linear"`, `"cosine"` or `"constant_cosine"`.
+        cooldown_fraction: the cosine of `"constant_cosine"`, as a fraction
+            of `total_steps`.
+    """
+
+    def __init__(
+        self,
+        total_steps,
+        landing_lr,
+        switch_fraction,
+        min_lr,
+        max_lr,
+        ramp_fraction,
+        warmup="exponential",
+        decay="linear",
+        cooldown_fraction=0.2,
+    ):
+        self.total_steps = int(total_steps)
+        self.landing_lr = float(landing_lr)
+        self.switch_fraction = float(switch_fraction)
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.ramp_fraction = float(ramp_fraction)
+        self.warmup = warmup
+        self.decay = decay
+        self.cooldown_fraction = float(cooldown_fraction)
+        total = float(self.total_steps)
+        self._shape = schedule.Shape(
+            warmup=warmup,
+            decay=decay,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp_steps=self.ramp_fraction * total,
+            total_steps=total,
+            cooldown_steps=self.cooldown_fraction * total,
+        )
+        self._switch = self.switch_fraction * total
+
+    @classmethod
+    def of(cls, controller, total_steps=None):
+        """The schedule `controller` found, over `total_steps` (its own
+        budget if `None`).
+
+        Raises:
+            ValueError: warmup has not ended.
+        """
+        event = controller.switch_event
+        if event is None:
+            raise ValueError(
+                "AutoLR has found no schedule yet: warmup has not ended "
+                f"(step {controller.steps} of {controller.total_steps})."
+            )
+        settings, total = controller.settings, controller.total_steps
+        return cls(
+            total_steps=total if total_steps is None else total_steps,
+            landing_lr=event["peak_lr"],
+            switch_fraction=event["step"] / total,
+            min_lr=settings.min_lr,
+            max_lr=settings.max_lr,
+            ramp_fraction=controller.ramp_steps / total,
+            warmup=settings.warmup,
+            decay=settings.decay,
+            cooldown_fraction=settings.cooldown_fraction,
+        )
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        shape = self._shape
+        warm = ops.minimum(shape.warmup_lr(step, xp=ops), self.landing_lr)
+        cool = shape.decay_lr(step, self.landing_lr, self._switch, xp=ops)
+        return ops.where(step < self._switch, warm, cool)
+
+    def get_config(self):
+        return {
+            "total_steps": self.total_steps,
+            "landing_lr": self.landing_lr,
+            "switch_fraction": self.switch_fraction,
+            "min_lr": self.min_lr,
+            "max_lr": self.max_lr,
+            "ramp_fraction": self.ramp_fraction,
+            "warmup": self.warmup,
+            "decay": self.decay,
+            "cooldown_fraction": self.cooldown_fraction,
+        }
