@@ -126,7 +126,7 @@ def step_losses(args, keras, pid):
         verbose=0,
         callbacks=[autolr],
     )
-    _, means, counts = autolr.controller.record.bins()
+    _, means, counts = autolr.controller.loss_bins()
     result = {"means": means.tolist(), "counts": counts.tolist()}
     with open(os.path.join(args.out, f"result-{pid}.json"), "w") as f:
         json.dump(result, f)

@@ -57,10 +57,10 @@ def value(model, variable):
     """A variable's value as NumPy, also during `fit` on JAX (whose `fit`
     carries the state and writes it back to the variables only at epoch
     ends, or when synced)."""
-    from keras_autolr import _keras_compat
+    from keras_autolr.keras import compat
 
-    _keras_compat.sync_variables(model)
-    return _keras_compat.to_numpy(variable)
+    compat.sync_variables(model)
+    return compat.to_numpy(variable)
 
 
 def digits_mlp(hidden=(64,), optimizer=None, seed=0, **compile_kwargs):
@@ -96,8 +96,8 @@ def train(
     """Trains an MLP on digits with Adam + AutoLR; returns a result dict."""
 
     from keras_autolr import AutoLR
-    from keras_autolr._keras_compat import read_values
-    from keras_autolr.weights import snapshot_variables
+    from keras_autolr.keras.compat import read_values
+    from keras_autolr.keras.weights import snapshot_variables
 
     x, y = digits()
     scope = strategy.scope() if strategy is not None else _null()
@@ -183,8 +183,8 @@ def replica_step_losses(strategy, steps=5, capacity=4, batch=8):
     the host (the ring holds the last `capacity` steps)."""
     import tensorflow as tf
 
-    from keras_autolr import _keras_compat
-    from keras_autolr.step_losses import StepLossTracker
+    from keras_autolr.keras import compat
+    from keras_autolr.keras.loss_capture import StepLossTracker
 
     with strategy.scope():
         tracker = StepLossTracker(capacity)
@@ -202,7 +202,7 @@ def replica_step_losses(strategy, steps=5, capacity=4, batch=8):
 
     for step in range(steps):
         update(tf.constant(step))
-    sums, counts = _keras_compat.to_numpy(tracker.steps).T
+    sums, counts = compat.to_numpy(tracker.steps).T
     slots = np.arange(steps - capacity, steps) % capacity
     return {
         "means": (sums[slots] / counts[slots]).tolist(),
@@ -243,3 +243,15 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def detector_of(ctl):
+    """A `MinimumDetector` equal to the one `ctl` tests with (the controller
+    keeps its own private): built, as the controller builds it, from its
+    public settings."""
+    from keras_autolr.core.smoothers import make_detector
+
+    s = ctl.settings
+    return make_detector(
+        s.smoother, num_tests=s.num_tests, confidence=s.confidence, seed=s.seed
+    )

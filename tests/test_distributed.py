@@ -16,7 +16,7 @@ import pytest
 import support
 
 from keras_autolr import AutoLR
-from keras_autolr.controller import AutoLRController
+from keras_autolr.core.controller import AutoLRController
 
 # Short budgets at steps_per_execution=8: the schedule, not the detection,
 # is under test here.
@@ -118,7 +118,7 @@ def test_mixed_precision(policy):
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     ctl = autolr.controller
-    _, means, _ = ctl.record.bins()
+    _, means, _ = ctl.loss_bins()
     np.testing.assert_allclose(
         means, np.tile(np.arange(1, steps + 1), 3), rtol=1e-6
     )
@@ -127,7 +127,7 @@ def test_mixed_precision(policy):
         probe.lrs,
         ctl.lr_at(np.arange(len(probe.lrs))),
         rtol=1e-6,
-        atol=1e-6 * ctl.peak_lr,
+        atol=1e-6 * ctl.landing_lr,
     )
 
 
@@ -175,7 +175,7 @@ def test_steps_skipped_by_the_loss_scale_optimizer_keep_the_schedule():
         probe.lrs,
         ctl.lr_at(np.arange(steps * epochs)),
         rtol=1e-6,
-        atol=1e-6 * ctl.peak_lr,
+        atol=1e-6 * ctl.landing_lr,
     )
 
 
@@ -193,7 +193,7 @@ class StepLRs(keras.callbacks.Callback):
 DECIDE = """
 import hashlib, json, sys
 import numpy as np
-from keras_autolr.controller import AutoLRController
+from keras_autolr.core.controller import AutoLRController
 losses = json.load(open(sys.argv[1]))
 ctl = AutoLRController(total_steps=len(losses), seed=7)
 lrs = [ctl.step(loss) for loss in losses]

@@ -13,8 +13,9 @@ import matplotlib.image as mpl_image  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import keras_autolr  # noqa: E402
-from keras_autolr import AutoLRController, plotting, schedules  # noqa: E402
-from keras_autolr.loss_stats import detector_inputs  # noqa: E402
+from keras_autolr import AutoLRController, plotting  # noqa: E402
+from keras_autolr.core import schedule  # noqa: E402
+from keras_autolr.core.losses import detector_inputs  # noqa: E402
 
 
 def lr_text(value):
@@ -108,8 +109,12 @@ def test_fit_run_artists(fit_run):
     # The minimum marker sits on the ramp where its LR was the minimum's.
     (marker_step,), (marker_lr,) = line(lr_axes, "LR at the loss").get_data()
     assert marker_lr == event["minimum_lr"]
-    ramp = schedules.ramp(
-        ctl.warmup, marker_step, ctl.min_lr, ctl.max_lr, ctl.ramp_steps
+    ramp = schedule.ramp(
+        ctl.settings.warmup,
+        marker_step,
+        ctl.settings.min_lr,
+        ctl.settings.max_lr,
+        ctl.ramp_steps,
     )
     assert ramp == pytest.approx(marker_lr, rel=1e-6)
     assert marker_step <= event["step"]
@@ -123,10 +128,10 @@ def test_fit_run_artists(fit_run):
     gp_steps = line(loss_axes, "GP posterior mean").get_xdata()
     assert gp_steps[0] == 0 and gp_steps[-1] == event["step"]
     # It is the curve the test saw: despiked bins, each with its own noise.
-    centers, means, counts = ctl.record.bins()
+    centers, means, counts = ctl.loss_bins()
     warm = np.isfinite(means) & (centers < event["step"])
     seen, _, variance = detector_inputs(means[warm])
-    expected = ctl.detector.posterior(
+    expected = support.detector_of(ctl).posterior(
         centers[warm] / event["step"], seen, counts[warm], noise=variance
     )
     np.testing.assert_allclose(
@@ -152,7 +157,7 @@ def test_saved_state_files_plot_like_the_run(fit_run, tmp_path):
 
 def test_run_in_warmup_plots(tmp_path):
     ctl = fed(150)
-    assert ctl.phase == "warmup" and ctl.minimum_lr is not None
+    assert ctl.phase == "warmup" and ctl.lr_at_minimum is not None
     path = tmp_path / "warmup.png"
     figure = keras_autolr.plot(ctl, path, title="still warming up")
     lr_axes, loss_axes = figure.axes
@@ -191,7 +196,7 @@ def test_cap_reached_says_so():
     title = keras_autolr.plot(ctl).axes[0].get_title(loc="left")
     assert ctl.ramp_steps == 40  # 0.4 of the budget.
     assert title.startswith("AutoLR: warmup cap reached at step 40")
-    assert lr_text(ctl.peak_lr) in title
+    assert lr_text(ctl.landing_lr) in title
 
 
 # The spike comes after the cap: the decay's guard restarts it (warns).

@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import support
 
-from keras_autolr import decisions, reference
-from keras_autolr.controller import AutoLRController
-from keras_autolr.detector import MinimumDetector
+from keras_autolr.core import options, warmup
+from keras_autolr.core.controller import AutoLRController
+from keras_autolr.core.gp import MinimumDetector
 
 SPE = 50  # Steps per epoch.
 EPOCHS = 40  # Cap: 20 epochs, 1,000 steps, five decades from 1e-5.
@@ -75,12 +76,12 @@ def test_switches_at_the_epoch_where_the_paper_does(best, seed):
     assert step % SPE == 0
     # The LR rolled back to the paper's: the package maps a minimum at x
     # to the ramp's LR at x * steps, the paper to x * (steps - 1).
-    assert ctl.peak_lr == pytest.approx(peak, rel=0.02)
-    assert ctl.lr_at(step) == pytest.approx(ctl.peak_lr)
+    assert ctl.landing_lr == pytest.approx(peak, rel=0.02)
+    assert ctl.lr_at(step) == pytest.approx(ctl.landing_lr)
     # After the true minimum, within a few epochs of it.
     best_step = 1000 * math.log10(best / 1e-5) / 5
     assert best_step < step < best_step + 8 * SPE
-    assert 0.5 < ctl.peak_lr / best < 2.0
+    assert 0.5 < ctl.landing_lr / best < 2.0
 
 
 @pytest.mark.parametrize("best, seed", CASES[:3])
@@ -114,16 +115,16 @@ def test_the_gp_vote_alone_decides():
     rng = np.random.default_rng(0)
     for _ in range(5 * SPE):
         ctl.step(2.3 + 0.01 * rng.normal())
-    tests = ctl.warmup_tests
-    assert tests.tests_run == tests.detector_runs == 5
-    centers, means, counts = ctl.record.bins()
-    outcome = decisions.minimum_test(
-        ctl.detector, centers, means, counts, 250, SPE, False, 4, False
+    assert ctl.tests_run == ctl.detector_runs == 5
+    centers, means, counts = ctl.loss_bins()
+    detector = support.detector_of(ctl)
+    outcome = warmup.minimum_test(
+        detector, centers, means, counts, 250, SPE, False, 4, False
     )
-    expected = ctl.detector.test(centers / 250, means, counts, key=4)
+    expected = detector.test(centers / 250, means, counts, key=4)
     assert outcome.probabilities == expected.probabilities
     assert outcome.votes == expected.past_minimum
-    assert tests.last_probability == pytest.approx(
+    assert ctl.last_probability == pytest.approx(
         np.mean(expected.probabilities)
     )
 
@@ -131,7 +132,7 @@ def test_the_gp_vote_alone_decides():
 def test_settings_and_overrides():
     ctl = AutoLRController.reference(9000, 100)
     config = ctl.get_config()
-    for key, value in reference.OPTIONS.items():
+    for key, value in options.AUTOWU.items():
         assert config[key] == value, key
     assert config["check_every"] == 100
     assert config["bin_steps"] == 1
@@ -139,7 +140,11 @@ def test_settings_and_overrides():
     assert ctl.ramp_steps == 4500
     assert ctl.first_test_step == 100
     other = AutoLRController.reference(9000, 100, patience=2, filters=True)
-    assert other.patience == 2 and other.filters and other.act_at_once
+    assert (
+        other.settings.patience == 2
+        and other.settings.filters
+        and other.settings.act_at_once
+    )
     # The defaults are unchanged.
     default = AutoLRController(9000).get_config()
     assert (default["act_at_once"], default["filters"]) == (False, True)
@@ -194,10 +199,10 @@ def test_plot_draws_the_posterior_the_test_saw():
         for line in loss_axes.get_lines()
         if line.get_label() == "GP posterior mean"
     ]
-    centers, means, counts = ctl.record.bins()
+    centers, means, counts = ctl.loss_bins()
     warm = centers < ctl.switch_step
     # Raw means, one noise level: what a test with `filters=False` sees.
-    expected = ctl.detector.posterior(
+    expected = support.detector_of(ctl).posterior(
         centers[warm] / ctl.switch_step, means[warm], counts[warm]
     )
     np.testing.assert_allclose(mean_line.get_ydata(), expected.mean)
@@ -222,7 +227,11 @@ def test_callback_reference(tmp_path):
     model = digits_mlp(optimizer=keras.optimizers.SGD(momentum=0.9))
     model.fit(x, y, batch_size=32, epochs=6, callbacks=[autolr], verbose=0)
     ctl = autolr.controller
-    assert ctl.check_every == 16 and ctl.act_at_once and not ctl.filters
+    assert (
+        ctl.settings.check_every == 16
+        and ctl.settings.act_at_once
+        and not ctl.settings.filters
+    )
     # Tests ran at the end of each epoch of warmup (16 steps).
-    assert ctl.warmup_tests.tests_run == ctl.switch_step // 16
+    assert ctl.tests_run == ctl.switch_step // 16
     assert ctl.switch_step % 16 == 0

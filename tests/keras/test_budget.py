@@ -1,30 +1,47 @@
 import pytest
 
-from keras_autolr import fit_plan
+from keras_autolr.core.options import OPTION_NAMES, Settings
+from keras_autolr.keras import budget
+from keras_autolr.keras.callback import AutoLR
 
 
 def test_budget_takes_autolr_s_own_numbers_else_fit_s():
-    assert fit_plan.budget({"epochs": 5, "steps": 30}, None, None) == (5, 30)
-    assert fit_plan.budget({"epochs": 5, "steps": 30}, 8, 12) == (8, 12)
+    assert budget.budget({"epochs": 5, "steps": 30}, None, None) == (5, 30)
+    assert budget.budget({"epochs": 5, "steps": 30}, 8, 12) == (8, 12)
     with pytest.raises(ValueError, match="steps_per_epoch="):
-        fit_plan.budget({"epochs": 5, "steps": None}, None, None)
+        budget.budget({"epochs": 5, "steps": None}, None, None)
     with pytest.raises(ValueError, match="runs past the AutoLR budget"):
-        fit_plan.budget({"epochs": 9, "steps": 30}, 8, None)
+        budget.budget({"epochs": 9, "steps": 30}, 8, None)
 
 
 def test_tests_fall_where_a_bin_and_a_chunk_end():
-    ctl = fit_plan.make_controller({}, 10, "loss", 4, 50, chunk=4)
+    ctl = budget.make_controller({}, 10, "loss", 4, 50, chunk=4)
     assert ctl.total_steps == 200
-    assert ctl.check_every == 12  # 10 rounded up to a multiple of 4.
+    assert ctl.settings.check_every == 12  # 10 rounded up to a multiple of 4.
     assert ctl.settings.bin_steps == 1 and ctl.settings.chunk_steps == 4
-    ctl = fit_plan.make_controller({}, "epoch", "loss", 4, 50, chunk=4)
-    assert ctl.check_every == 52  # One epoch, rounded up to the chunk.
+    ctl = budget.make_controller({}, "epoch", "loss", 4, 50, chunk=4)
+    assert ctl.settings.check_every == 52  # One epoch, rounded up to the chunk.
 
 
 def test_losses_from_the_logs_come_in_bins_of_a_chunk():
-    ctl = fit_plan.make_controller({}, None, "loss", 4, 50, 4, per_step=False)
+    ctl = budget.make_controller({}, None, "loss", 4, 50, 4, per_step=False)
     assert ctl.settings.bin_steps == 4
     with pytest.raises(ValueError, match="bin_steps.*steps_per_execution"):
-        fit_plan.make_controller(
+        budget.make_controller(
             {"bin_steps": 2}, None, "acc", 4, 50, 4, per_step=False
         )
+
+
+def test_the_callback_passes_every_controller_option_through():
+    # `check_every` (which also takes "epoch"), `background` and
+    # `chunk_steps` (the model's steps_per_execution) are the callback's to
+    # set.
+    passed = set(OPTION_NAMES) - {"check_every", "background", "chunk_steps"}
+    assert set(budget.CALLBACK_OPTIONS) == passed
+    callback = AutoLR(**{name: getattr(Settings(10), name) for name in passed})
+    assert set(callback.controller_options) == passed
+
+
+def test_unknown_options_are_refused_by_name():
+    with pytest.raises(TypeError, match="'min_lrr'"):
+        AutoLR(min_lrr=1e-3)

@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 
 import keras
@@ -8,7 +9,9 @@ import support
 import tensorflow as tf
 
 from keras_autolr import AutoLR
-from keras_autolr.weights import snapshot_variables
+from keras_autolr.keras import compat
+from keras_autolr.keras.backup import BackupError
+from keras_autolr.keras.weights import snapshot_variables
 
 
 class Recorder(keras.callbacks.Callback):
@@ -106,11 +109,11 @@ def test_applied_lr_equals_the_controller_every_step(decay, check_every):
     expected = ctl.lr_at(np.arange(200))
     # The device evaluates the schedule in float32: 1e-6 of the peak.
     np.testing.assert_allclose(
-        applied, expected, rtol=1e-6, atol=1e-6 * ctl.peak_lr
+        applied, expected, rtol=1e-6, atol=1e-6 * ctl.landing_lr
     )
-    assert expected[ctl.switch_step] == pytest.approx(ctl.peak_lr)
+    assert expected[ctl.switch_step] == pytest.approx(ctl.landing_lr)
     # The rolled-back peak is below the LR reached before the switch.
-    assert ctl.peak_lr < expected[ctl.switch_step - 1]
+    assert ctl.landing_lr < expected[ctl.switch_step - 1]
     # Logs seen by the callbacks after AutoLR.
     lrs = [logs["learning_rate"] for logs in recorder.batch_logs]
     np.testing.assert_allclose(lrs, expected, rtol=1e-12)
@@ -152,7 +155,7 @@ def fit_step_index(model, x, y, autolr, epochs=2):
         verbose=0,
         callbacks=[autolr],
     )
-    return autolr.controller.record.bins()
+    return autolr.controller.loss_bins()
 
 
 @pytest.mark.parametrize(
@@ -163,14 +166,14 @@ def fit_step_index(model, x, y, autolr, epochs=2):
 def test_the_loss_of_every_step_is_recorded(spe):
     """The train step records each step's loss, also inside a chunk."""
     model, x, y = step_index_model(spe)
-    own = model._loss_tracker
+    own = compat.loss_tracker(model)
     autolr = AutoLR(verbose=0)  # Bins of one step by default.
     centers, means, counts = fit_step_index(model, x, y, autolr)
     np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2))
     np.testing.assert_array_equal(counts, 1.0)
     # The model gets its own loss tracker back, and Keras's logs were the
     # running mean all along.
-    assert model._loss_tracker is own
+    assert compat.loss_tracker(model) is own
     assert model.history.history["loss"] == [6.5, 6.5]
     assert model.evaluate(x, y, batch_size=2, verbose=0) == 6.5
 
@@ -224,7 +227,7 @@ def test_the_losses_are_read_only_where_a_decision_needs_them(spe, reads):
     assert seen.fed == expected
     np.testing.assert_allclose(seen.lrs, ctl.lr_at(ends - 1), rtol=1e-12)
     # Every step's loss arrived all the same.
-    _, means, _ = ctl.record.bins()
+    _, means, _ = ctl.loss_bins()
     np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2))
 
 
@@ -246,7 +249,7 @@ def test_an_epoch_cut_short_is_read_at_its_end():
     )
     ctl = autolr.controller
     assert ctl.steps == 20
-    _, means, _ = ctl.record.bins()
+    _, means, _ = ctl.loss_bins()
     np.testing.assert_array_equal(means, np.tile(np.arange(1.0, 13.0), 2)[:20])
 
 
@@ -307,7 +310,7 @@ def test_after_training_the_optimizer_is_left_as_found():
     )
     optimizer = model.optimizer
     assert n_vars == len(optimizer.variables)  # The LR variable stayed.
-    assert isinstance(optimizer._learning_rate, keras.Variable)
+    assert isinstance(compat.learning_rate_variable(optimizer), keras.Variable)
     assert "_get_current_learning_rate" not in vars(optimizer)
     assert float(optimizer.learning_rate) == autolr.controller.lr == 0.0
     # A second fit without AutoLR trains at a plain LR again.
@@ -481,8 +484,10 @@ def test_a_diverging_model_survives(check_every):
     assert all(r["peak_lr"] < event["peak_lr"] for r in ctl.rescues)
     weights = model.get_weights()
     assert all(np.all(np.isfinite(w)) for w in weights)
-    assert np.isfinite(ctl.peak_lr) and 0 < ctl.peak_lr < event["lr_before"]
-    assert ctl.peak_lr < 2.0  # Below where SGD diverges on this problem.
+    assert (
+        np.isfinite(ctl.landing_lr) and 0 < ctl.landing_lr < event["lr_before"]
+    )
+    assert ctl.landing_lr < 2.0  # Below where SGD diverges on this problem.
     # The model still fits the data after the rescue.
     assert model.evaluate(x, y, verbose=0) < 1e-2
 
@@ -493,14 +498,11 @@ class Sabotage(keras.callbacks.Callback):
     def __init__(self, autolr):
         super().__init__()
         self.autolr = autolr
-        self.kept = None
         self.epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch is None and self.autolr.controller.phase == "decay":
             self.epoch = epoch
-            snapshot = self.autolr._weights.confirmed
-            self.kept = snapshot.step if snapshot.taken else None
             self.model.set_weights(
                 [np.full_like(w, np.nan) for w in self.model.get_weights()]
             )
@@ -525,15 +527,19 @@ def test_a_blow_up_in_decay_restores_the_weights_and_halves_the_lr():
     # Caught at the first read of the losses in the sabotaged epoch (16
     # steps each): the test point 4 steps in.
     assert rescue["step"] == 16 * sabotage.epoch + 4
-    assert ctl.plan.decay_peak_lr == pytest.approx(0.5 * rescue["lr_before"])
-    # The copy kept at the lowest loss came back, and the losses after it
-    # are finite again: no second rescue.
-    assert sabotage.kept is not None and sabotage.kept < rescue["step"]
+    assert ctl.report().decay_lr == pytest.approx(0.5 * rescue["lr_before"])
+    # A copy kept at the lowest loss, before the sabotage, came back (the
+    # warning names its step), and the losses after it are finite again:
+    # no second rescue.
     messages = [str(w.message) for w in seen]
-    assert any(
-        f"kept at step {sabotage.kept}" in m and "restored" in m
-        for m in messages
-    ), messages
+    kept = [
+        int(m.group(1))
+        for m in map(re.compile(r"kept at step (\d+)").search, messages)
+        if m is not None
+    ]
+    assert len(kept) == 1, messages
+    assert 0 < kept[0] <= 16 * sabotage.epoch  # Before the sabotage.
+    assert any("restored" in m for m in messages), messages
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     assert model.evaluate(x, y, verbose=0) < 1e-2
 
@@ -679,18 +685,16 @@ def test_a_restarted_run_rolls_back_to_the_copy_kept_before_it(tmp_path):
         interrupted.get_weights(), model.get_weights()
     )
 
-    # Without the copies on disk, the same restart ends elsewhere.
-    for copy in backup.glob("*.npz"):
-        copy.unlink()
+    # Without the copies on disk the same restart would end elsewhere: it
+    # is refused, naming the missing copy (issue 32).
     again, _ = abs_model()
     fit_abs(again, epochs=epoch, steps=4, backup_dir=tmp_path / "other")
     for copy in (tmp_path / "other").glob("*.npz"):
         copy.unlink()
-    with pytest.warns(RuntimeWarning, match="weight copy of step .* missing"):
+    with pytest.raises(BackupError, match="autolr-weights-.* is missing"):
         fit_abs(
             again, initial_epoch=epoch, steps=4, backup_dir=tmp_path / "other"
         )
-    assert not np.array_equal(again.get_weights(), model.get_weights())
 
 
 def copies_on_disk(backup):

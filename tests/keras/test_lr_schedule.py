@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_autolr import AutoLRController
-from keras_autolr.keras_schedule import AutoLRSchedule
+from keras_autolr.keras.lr_schedule import AutoLRSchedule
 
 NAMES = ("switch_step", "decay_start", "peak_lr")
 
@@ -29,13 +29,13 @@ def test_sync_writes_only_the_values_that_changed():
     schedule = AutoLRSchedule(ctl)
     written = spy_on_writes(schedule)
     rng = np.random.default_rng(0)
-    lr, revision = ctl.lr, ctl.plan.revision
-    while ctl.plan.revision == revision:  # Until a test moves the peak.
+    lr, revision = ctl.lr, ctl.revision
+    while ctl.revision == revision:  # Until a test moves the peak.
         lr = ctl.step(2.0 - math.log10(lr) / 10 + 0.01 * rng.normal())
     assert ctl.phase == "warmup"
     assert schedule.sync()
     assert written == ["peak_lr"]
-    peak = ctl.plan.decay_peak_lr
+    peak = ctl.report().decay_lr
     assert float(schedule.peak_lr.numpy()) == pytest.approx(peak)
     assert not schedule.sync()  # Same revision: nothing to do.
     assert written == ["peak_lr"]
@@ -56,10 +56,10 @@ def test_constants_follow_the_controller_without_variables():
         lr = ctl.step(2.0 - math.log10(lr) / 10 + 0.01 * rng.normal())
         changes += schedule.sync(horizon=8)
     assert schedule.switch_step == ctl.switch_step
-    assert schedule.peak_lr == ctl.plan.decay_peak_lr
+    assert schedule.peak_lr == ctl.report().decay_lr
     # The provisional peak changed at many tests; the schedule only when
     # the next chunk could reach the cap, and at the switch.
-    assert changes in (1, 2, 3) and ctl.warmup_tests.tests_run > 3
+    assert changes in (1, 2, 3) and ctl.tests_run > 3
     # Optimizer step 5 is the controller's next step.
     offset = 5 - ctl.steps
     assert schedule.align(5) and schedule.step_offset == offset
@@ -68,7 +68,7 @@ def test_constants_follow_the_controller_without_variables():
         [float(schedule(s + offset)) for s in range(0, 400, 7)],
         ctl.lr_at(np.arange(0, 400, 7)),
         rtol=1e-6,
-        atol=1e-6 * ctl.peak_lr,  # float32 steps, near the end of decay.
+        atol=1e-6 * ctl.landing_lr,  # float32 steps, near the end of decay.
     )
 
 
@@ -87,9 +87,9 @@ def test_the_provisional_peak_is_written_only_before_the_cap():
         peaks.append(float(schedule.peak_lr.numpy()))
         if ctl.steps + 8 >= ctl.switch_step:
             # The next chunk may cross the cap: the device has the peak.
-            assert peaks[-1] == pytest.approx(ctl.plan.decay_peak_lr)
+            assert peaks[-1] == pytest.approx(ctl.report().decay_lr)
     assert ctl.switch_event["reason"] == "cap"
-    assert ctl.warmup_tests.tests_run > 10  # The peak moved many times...
+    assert ctl.tests_run > 10  # The peak moved many times...
     assert written.count("peak_lr") <= 3  # ...and was written at the end.
     # Every step computes the LR the controller planned.
     np.testing.assert_allclose(

@@ -13,8 +13,9 @@ import support
 
 from keras_autolr import AutoLR
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-JOB = os.path.join(HERE, "resumable.py")
+# tests/, where the helper scripts are.
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOB = os.path.join(TESTS, "resumable.py")
 
 
 def run_job(workdir, kill_at=None):

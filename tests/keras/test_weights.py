@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import support
 
-from keras_autolr._keras_compat import read_values
-from keras_autolr.controller import AutoLRController
-from keras_autolr.state_store import StateStore
-from keras_autolr.weights import (
+from keras_autolr.core.controller import AutoLRController
+from keras_autolr.keras.backup import StateStore
+from keras_autolr.keras.compat import learning_rate_variable, read_values
+from keras_autolr.keras.weights import (
     WeightKeeper,
     WeightSnapshot,
     snapshot_variables,
@@ -42,7 +42,7 @@ def test_reads_return_every_value_bit_for_bit():
     assert len(variables) == 3 * len(model.weights)
     ids = {id(v) for v in variables}
     assert id(optimizer.iterations) not in ids
-    assert id(optimizer._learning_rate) not in ids
+    assert id(learning_rate_variable(optimizer)) not in ids
     values = read_values(variables)
     assert len(values) == len(variables)
     for variable, value in zip(variables, values, strict=True):
@@ -140,30 +140,26 @@ def test_a_copy_of_another_model_is_refused():
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
-class _Tests:
-    tests_run = 0
-    last_probability = 0.1  # The detector is unsure: no copy is urgent.
+def ramp_lr_at(step):
+    """A ramp of one decade per 100 steps."""
+    return 1e-3 * 10 ** (step / 100)
 
 
-class _Controller:
-    """What `WeightKeeper.offer` reads of a controller, in warmup with the
-    loss at its lowest."""
+class _Report:
+    """What `WeightKeeper.offer` reads of a controller's `Report`, in
+    warmup with the loss at its lowest, along `ramp_lr_at`. (A `Report`
+    made by hand has no loss record: its `at_lowest_loss` is `False`.)"""
 
     phase = "warmup"
-    minimum_lr = None
+    lr_at_minimum = None
     steps = 0
+    tests_run = 0
+    probability = 0.1  # The detector is unsure: no copy is urgent.
+    at_lowest_loss = True
 
-    def __init__(self):
-        self.warmup_tests = _Tests()
-
-    def at_lowest_loss(self):
-        return True
-
-    def ramp_lr_at(self, step):
-        """A ramp of one decade per 100 steps."""
-        return 1e-3 * 10 ** (step / 100)
-
-    lr_at = ramp_lr_at
+    @property
+    def last_lr(self):
+        return ramp_lr_at(self.steps - 1)
 
 
 def test_a_restarted_keeper_takes_copies_at_the_same_tests(tmp_path):
@@ -173,30 +169,30 @@ def test_a_restarted_keeper_takes_copies_at_the_same_tests(tmp_path):
     uninterrupted run (and so rolls back to the same weights)."""
     model = fitted_model()
     store = StateStore(tmp_path)
-    ctl = _Controller()
-    keeper = WeightKeeper(model)
-    ctl.warmup_tests.tests_run, ctl.steps = 9, 90
-    keeper.offer(ctl, at_test=True)
+    report = _Report()
+    keeper = WeightKeeper(model, ramp_lr_at)
+    report.tests_run, report.steps = 9, 90
+    keeper.offer(report, at_test=True)
     assert keeper.pending.step == 90  # The first copy.
     store.save(3, keeper.save(store))
-    restarted = WeightKeeper(model)
-    restarted.load(store, 3)
+    restarted = WeightKeeper(model, ramp_lr_at)
+    restarted.load(store, store.load(3))
     # One test later, both confirm the copy of step 90 and take no other.
-    ctl.warmup_tests.tests_run, ctl.steps = 10, 100
+    report.tests_run, report.steps = 10, 100
     for k in (keeper, restarted):
-        k.offer(ctl, at_test=True)
+        k.offer(report, at_test=True)
         assert (k.confirmed.step, k.pending.taken) == (90, False)
 
 
-def _offer_at(keeper, ctl, model, step, minimum_step=None):
+def _offer_at(keeper, report, model, step, minimum_step=None):
     """Offers a copy at `step` (the first weight set to the step, so that a
     restored copy tells where it came from), the smoothed minimum of the
     latest test at the LR of `minimum_step`."""
     model.weights[0].assign(np.full(model.weights[0].shape, step))
-    ctl.steps = step
+    report.steps = step
     if minimum_step is not None:
-        ctl.minimum_lr = ctl.ramp_lr_at(minimum_step)
-    keeper.offer(ctl)
+        report.lr_at_minimum = ramp_lr_at(minimum_step)
+    keeper.offer(report)
 
 
 def _ladder(keeper):
@@ -207,8 +203,8 @@ def _keeper_with_ladder():
     """A keeper whose ladder is [110, 130], pending 135, the smoothed
     minimum at the LR of step 108."""
     model = fitted_model()
-    ctl, keeper = _Controller(), WeightKeeper(model)
-    _offer_at(keeper, ctl, model, 100)  # No test yet: no minimum.
+    report, keeper = _Report(), WeightKeeper(model, ramp_lr_at)
+    _offer_at(keeper, report, model, 100)  # No test yet: no minimum.
     assert _ladder(keeper) == [] and keeper.pending.step == 100
     for step, minimum, ladder in [
         (110, 105, [100]),  # 100 is below the minimum: the only copy kept.
@@ -216,16 +212,16 @@ def _keeper_with_ladder():
         (130, 115, [110, 120]),  # 120 is past it: 110 stays below.
         (135, 108, [110, 130]),  # The minimum moved back: the oldest stays.
     ]:
-        _offer_at(keeper, ctl, model, step, minimum)
+        _offer_at(keeper, report, model, step, minimum)
         assert _ladder(keeper) == ladder, step
         assert keeper.pending.step == step
-    return model, ctl, keeper
+    return model, report, keeper
 
 
 def test_the_ladder_keeps_a_copy_below_the_minimum_during_warmup_only():
-    model, ctl, keeper = _keeper_with_ladder()
-    ctl.phase = "decay"
-    _offer_at(keeper, ctl, model, 140)
+    model, report, keeper = _keeper_with_ladder()
+    report.phase = "decay"
+    _offer_at(keeper, report, model, 140)
     assert _ladder(keeper) == [135]
 
 
@@ -238,17 +234,17 @@ def test_a_rollback_takes_the_newest_copy_at_or_below_the_bound(
     """At most the LR of step `max_lr_step`, else the oldest copy; the
     newest confirmed one without a bound. The same after the copies are
     read back from disk."""
-    model, ctl, keeper = _keeper_with_ladder()
+    model, report, keeper = _keeper_with_ladder()
     store = StateStore(tmp_path)
     store.save(1, keeper.save(store))
-    restarted = WeightKeeper(model)
-    restarted.load(store, 1)
+    restarted = WeightKeeper(model, ramp_lr_at)
+    restarted.load(store, store.load(1))
     assert _ladder(restarted) == [110, 130]
     assert restarted.pending.step == 135
-    bound = None if max_lr_step is None else ctl.ramp_lr_at(max_lr_step)
+    bound = None if max_lr_step is None else ramp_lr_at(max_lr_step)
     for k in (keeper, restarted):
         model.weights[0].assign(np.zeros(model.weights[0].shape))
-        assert k.restore(bound, ctl.ramp_lr_at) == restored
+        assert k.restore(bound) == restored
         np.testing.assert_array_equal(model.weights[0].numpy(), restored)
 
 
@@ -258,7 +254,7 @@ def _switch_copies(seed):
     Returns the ramp LRs of the newest copy and of the copy restored at
     the switch, over the LR of the smoothed minimum."""
     ctl = AutoLRController(1000, background=False)
-    keeper = WeightKeeper(fitted_model())
+    keeper = WeightKeeper(fitted_model(), ctl.ramp_lr_at)
     rng = np.random.default_rng(seed)
     while True:
         x = math.log10(ctl.lr / 1e-2)
@@ -266,13 +262,15 @@ def _switch_copies(seed):
         report = ctl.update(1.0 + 0.5 * x * x + noise * rng.normal())
         if report.switch is not None:
             newest = keeper.confirmed.step
-            restored = keeper.restore(ctl.minimum_lr, ctl.ramp_lr_at)
+            lowest = report.lr_at_minimum
+            assert lowest == ctl.lr_at_minimum == report.switch["minimum_lr"]
+            restored = keeper.restore(lowest)
             return [
-                float(ctl.ramp_lr_at(step)) / ctl.minimum_lr
+                float(ctl.ramp_lr_at(step)) / lowest
                 for step in (newest, restored)
             ]
         if report.tested:
-            keeper.offer(ctl, at_test=True)
+            keeper.offer(report, at_test=True)
 
 
 def test_the_switch_restores_a_copy_from_near_the_smoothed_minimum():
