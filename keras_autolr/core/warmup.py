@@ -33,6 +33,9 @@ from keras_autolr.core.schedule import SCALAR, Shape
 # Warmup ends once the LR of the last step run is this many times the LR
 # at the smoothed loss minimum, and the loss has stopped falling.
 MAX_OVERSHOOT = 3.0
+# A rise of more than this many noise std above the loss's lowest level,
+# as `losses.rise` measures it, is clear: the same margin as a clear fall.
+CLEAR_RISE = 8.0
 # No explosion counts before the record holds this many finite bins: the
 # 8 that set the starting level (`losses.progress`) and as many again;
 # before that a smooth first fall leaves the noise estimate near zero.
@@ -100,16 +103,19 @@ def minimum_test(
             minimum_x=tuple(float(x) for x in detection.minimum_x),
         )
     means, noise, variance = stats.detector_inputs(raw)
-    # A minimum only counts once the loss has clearly fallen: a bump or
-    # noise on the initial plateau is not the minimum of the LR curve.
+    # A minimum only counts once the loss has clearly fallen, or clearly
+    # risen (a best LR near the ramp's start: the loss barely falls): a
+    # bump or noise on the initial plateau is not the minimum of the LR
+    # curve.
     progress = stats.progress(means)
     fell_clearly = progress is not None and progress.fell_clearly
-    if not (fell_clearly or at_cap):
-        # Nothing the GP says can count before the loss has clearly
-        # fallen; it runs from then on (not only after a rise: the Keras
-        # side keeps weights once the GP sees the minimum coming), and at
-        # the last test before the cap, whose smoothed minimum sets the LR
-        # that warmup ends at there.
+    rose = 0.0 if fell_clearly else stats.rise(means, noise)
+    rose_clearly = rose > CLEAR_RISE
+    if not (fell_clearly or rose_clearly or at_cap):
+        # Nothing the GP says can count before then; it runs from then on
+        # (not only after a rise: the Keras side keeps weights once the GP
+        # sees the minimum coming), and at the last test before the cap,
+        # whose smoothed minimum sets the LR that warmup ends at there.
         return TestOutcome(now=now)
     recent = np.isfinite(means) & (centers > now - check_every)
     exploded = (
@@ -129,7 +135,10 @@ def minimum_test(
     # "now" its posterior mean reverts towards the mean of the whole record
     # (the high plateau), and after a steep fall it rings below the knee,
     # both of which can pass for a minimum behind us.
-    rise = stats.rise(means, noise) if fell_clearly else 0.0
+    if fell_clearly:
+        rise = stats.rise(means, noise)
+    else:
+        rise = rose if rose_clearly else 0.0
     detection = detector.test(
         centers / now, means, counts, key=key, noise=variance
     )
