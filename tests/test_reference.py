@@ -94,7 +94,7 @@ def test_acting_one_test_later_switches_one_epoch_late(best, seed):
     closed_loop(later, best, seed)
     assert later.switch_step == at_once.switch_step + SPE
     # The same test decided: same smoothed minimum, same LR to land at.
-    assert later.peak_lr == at_once.peak_lr
+    assert later.landing_lr == at_once.landing_lr
 
 
 def test_the_worker_thread_changes_no_decision():
