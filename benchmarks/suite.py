@@ -34,11 +34,17 @@ Methods, each at both batch sizes on seeds 0, 1 and 2:
   weight decay 0.004), peak 1e-3, 5 % linear warmup, cosine to 0.
 - `schedulefree_adamw`: `keras.optimizers.ScheduleFreeAdamW()`, evaluated
   at its averaged point x (the metrics at y are kept with a `_at_y` suffix).
+- `schedulefree_reference`: Schedule-Free AdamW as its authors publish it
+  (`benchmarks/peers`, checked against the `schedulefree` package): its
+  defaults and a warmup of 2 % of the run, evaluated at x.
+- `prodigy_cosine`: Prodigy with `prodigyopt`'s defaults and cosine
+  annealing over the run (`benchmarks/peers`, checked against
+  `optax.contrib.prodigy`).
 
 For every AutoLR run the JSON and the report give the switch reason and
 step, the peak (landing) LR, the maximum LR of the warmup and their ratio
 (the overshoot), the decay restarts, the step of the weight copy restored
-at the switch where the callback exposes it, and the grid's best peak LR
+at the switch (`AutoLR.summary`), and the grid's best peak LR
 for the same task, batch size and optimizer.
 
 Outputs in `--out` (default `benchmarks/results/`): `suite.json`,

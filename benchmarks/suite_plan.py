@@ -19,7 +19,13 @@ WEIGHT_DECAY = 1e-4  # Of AdamP and LAMB, in AutoLR's runs and the grids.
 
 AUTOLR = ("autolr_adamp", "autolr_lamb")
 GRIDS = ("grid_adamp", "grid_lamb")
-ALTERNATIVES = ("adam_constant", "adamw_cosine", "schedulefree_adamw")
+ALTERNATIVES = (
+    "adam_constant",
+    "adamw_cosine",
+    "schedulefree_adamw",
+    "schedulefree_reference",
+    "prodigy_cosine",
+)
 METHODS = AUTOLR + GRIDS + ALTERNATIVES
 ZERO_TUNING = AUTOLR + ALTERNATIVES
 OPTIMIZER = {
@@ -30,6 +36,8 @@ OPTIMIZER = {
     "adam_constant": "adam",
     "adamw_cosine": "adamw",
     "schedulefree_adamw": "schedulefree_adamw",
+    "schedulefree_reference": "schedulefree_reference",
+    "prodigy_cosine": "prodigy",
 }
 FULL = {"seeds": [0, 1, 2], "warmups": [0.05, 0.2], "tasks": list(TASKS)}
 QUICK = {

@@ -60,6 +60,18 @@ POLICY = {
         "statistics re-estimated at x from 50 training batches in training "
         "mode; the metrics at y are recorded with an _at_y suffix."
     ),
+    "schedulefree_reference": (
+        "benchmarks/peers: Schedule-Free AdamW as its authors publish it "
+        "(schedulefree 1.4.1 defaults, lr 0.0025, warmup 2 % of the run as "
+        "its AlgoPerf submission), checked step by step against the "
+        "schedulefree package; metrics at x, BatchNorm statistics "
+        "re-estimated there as for ScheduleFreeAdamW."
+    ),
+    "prodigy_cosine": (
+        "benchmarks/peers: Prodigy with prodigyopt 1.1.2's defaults (lr 1, "
+        "d0 1e-6) and its README's cosine annealing to 0 over the run, "
+        "checked step by step against optax.contrib.prodigy."
+    ),
     "overshoot": (
         "max LR / landing LR: the largest LR up to the first decay step "
         "(the warmup's, or the landing LR itself where nothing was rolled "

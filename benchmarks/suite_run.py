@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from benchmarks.common import finite
+from benchmarks.peers import PEERS
 from benchmarks.suite_plan import AUTOLR, GRIDS, WEIGHT_DECAY
 from benchmarks.tasks import TASKS
 
@@ -87,6 +88,9 @@ def make_method(spec, epochs, total_steps):
         optimizer = keras.optimizers.ScheduleFreeAdamW()
         lr = float(optimizer.learning_rate.numpy())
         return optimizer, [], {"peak_lr": lr, "warmup_steps": 0}
+    if method in PEERS:
+        optimizer, callbacks = PEERS[method](total_steps)
+        return optimizer, callbacks, {}
     raise ValueError(f"Unknown method {method!r}")
 
 
@@ -121,6 +125,9 @@ def train_one(spec, data, quick):
     fit_time = time.perf_counter() - start
     record = dict(spec)
     record.update(settings)
+    if spec["method"] == "schedulefree_reference":
+        # The model holds x; its BatchNorm statistics are y's.
+        recalibrate_batchnorm(model, data)
     metrics = task.evaluate(model, data)
     if spec["method"] == "schedulefree_adamw":
         schedulefree_to_x(model, optimizer)

@@ -112,6 +112,10 @@ class EventLog:
         found = self.all(kind, since)
         return found[0] if found else None
 
+    def last(self) -> dict[str, Any]:
+        """The latest event itself (not a copy), for its maker to complete."""
+        return self._events[-1]
+
     def get_state(self) -> list[dict[str, Any]]:
         return self.all()
 

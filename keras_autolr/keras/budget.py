@@ -111,12 +111,12 @@ def warn_if_tests_come_late(controller):
 
 
 def warn_if_budget_too_short(controller):
-    """A `RuntimeWarning` if the warmup cap comes before the tests that
-    warmup needs (`min_bins` bins, then `patience` tests): warmup then ends
-    at the cap, at an LR the ramp has run (only at the start of a
-    schedule)."""
+    """A `RuntimeWarning` if the warmup cap comes before `patience` tests
+    can run (after `min_bins` bins): no vote can end warmup, the cap does,
+    at an LR the ramp has run (only at the start of a schedule)."""
     ctl, settings = controller, controller.settings
-    needed = ctl.first_test_step + settings.patience * settings.check_every
+    every = settings.check_every
+    needed = ctl.first_test_step + (settings.patience - 1) * every
     if ctl.steps or ctl.ramp_steps >= needed:
         return
     total = math.ceil(needed / settings.max_warmup_fraction)

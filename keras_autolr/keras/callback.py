@@ -20,7 +20,11 @@ from keras_autolr.core import messages, options
 from keras_autolr.keras import backup, budget, compat, resume
 from keras_autolr.keras.backup import StateStore
 from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
-from keras_autolr.keras.lr_schedule import FoundSchedule, InstalledSchedule
+from keras_autolr.keras.lr_schedule import (
+    FoundSchedule,
+    InstalledSchedule,
+    summary,
+)
 from keras_autolr.keras.weights import (
     WeightKeeper,
     all_finite,
@@ -39,15 +43,11 @@ class AutoLR(keras.callbacks.Callback):
     that LR (`landing`) and decays to 0 at the end of the `epochs` budget.
     There is no peak LR and no warmup length to tune.
 
-    The schedule is evaluated in the compiled train step, every optimizer
-    step, so it is exact with `steps_per_execution > 1`, under
-    `tf.distribute` strategies and with XLA. The train step also records
-    the loss of every step on the device (AutoLR puts its own loss tracker
-    in the model's for the duration of `fit`). The callback reads them
-    only where a decision needs them, at each test point, at the warmup
-    cap and at the end of each epoch, so that the host runs ahead of the
-    device in between; it feeds them to the controller and writes the
-    schedule's variables when a decision changes them.
+    The schedule is evaluated in the compiled train step, every step, so it
+    is exact with `steps_per_execution > 1`, under `tf.distribute` and with
+    XLA; the train step records every step's loss on the device, which the
+    callback reads only where a decision needs it
+    (`docs/architecture.md`).
 
     Args:
         epochs: the training budget in epochs. Defaults to `None`: the
@@ -67,40 +67,24 @@ class AutoLR(keras.callbacks.Callback):
         check_every: steps between two tests of the loss minimum, or
             `"epoch"` for once per epoch as the AutoWU reference. Defaults to
             `None`: about 100 tests over the warmup cap.
-        backup_dir: a directory where AutoLR writes its state at the end of
-            every epoch (atomically; the last 3 are kept). A run restarted
-            with the same command, whose model resumes at epoch `k` (through
-            `keras.callbacks.BackupAndRestore`, or a checkpoint and
-            `fit(initial_epoch=k)`), continues from the state after epoch
-            `k` with the same decisions. With `restore_weights`, the weight
-            copies that a rollback would restore are written there too
-            (up to three copies of the model and optimizer state), so that
-            the restarted run rolls back to the same weights. A `fit` from
-            epoch 0 is a new run: it deletes the AutoLR files of an earlier
-            one there. Defaults to `None`: state kept in memory only.
+        backup_dir: a directory for AutoLR's state (and weight copies) at
+            every epoch end, the last 3 kept, each file checked on use: a
+            run whose model resumes at epoch `k` (`BackupAndRestore`, or
+            `fit(initial_epoch=k)`) continues with the same decisions. A
+            `fit` from epoch 0 deletes AutoLR's files there. Defaults to
+            `None`: state kept in memory only.
         restore_weights: keep host copies of the weights and optimizer
-            state from when the loss was at its lowest, and put one back
-            when warmup ends (the newest taken at or below the LR of the
-            smoothed minimum: the overshoot past the minimum can damage a
-            network, and rolling back the LR alone does not undo that) and
-            when the loss blows up during decay (the decay then restarts at
-            half the LR). Costs up to two copies of the model and
-            optimizer state in host memory (three while a new copy awaits
-            confirmation by the following losses), and a device-to-host
-            copy at most every few tests during warmup and at the end of
-            each epoch at a new lowest loss. Defaults to `True`.
-        **kwargs: options of `AutoLRController`: `min_lr`, `max_lr`,
-            `max_warmup_fraction`, `warmup`, `decay`, `cooldown_fraction`,
-            `patience`, `num_tests`, `confidence`, `bin_steps`, `min_bins`,
-            `max_bins`, `seed`, `act_at_once`, `filters`, `smoother`
-            (`"numpy"`, or `"tfp"` for TensorFlow Probability's GP),
-            `landing`.
-            Tests and the warmup cap fall where a bin and a chunk of
-            `steps_per_execution` steps end, so runs whose
-            `steps_per_execution` divides `check_every` and the cap make
-            identical decisions. Read from the logs, the loss comes once
-            per chunk: `bin_steps` then defaults to, and must be a multiple
-            of, `steps_per_execution`.
+            state at the lowest loss, and put one back when warmup ends
+            (the newest at or below the LR of the smoothed minimum: the
+            overshoot can damage a network) and when the loss blows up
+            during decay. Costs up to three copies in host memory.
+            Defaults to `True`.
+        **kwargs: options of `AutoLRController`
+            (`keras_autolr.core.options.Settings`) but `check_every`,
+            `background` and `chunk_steps` (the model's
+            `steps_per_execution`, where tests and the cap fall). Read from
+            the logs, the loss comes once per chunk: `bin_steps` then
+            defaults to, and must be a multiple of, `steps_per_execution`.
 
     Logs: adds `learning_rate` (the LR of the last step run) and
     `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
@@ -199,13 +183,10 @@ class AutoLR(keras.callbacks.Callback):
     def reference(cls, epochs=None, **overrides):
         """AutoLR in the AutoWU paper's setting (Kim et al., 2021).
 
-        `min_lr=1e-5`, `max_warmup_fraction=0.5`, one test per epoch
-        (`check_every="epoch"`) acting at the step where it ran
-        (`act_at_once=True`), `patience=3`, the GP's vote alone
-        (`filters=False`) and `decay="constant_cosine"`; no weight copies
-        are kept or restored (`restore_weights=False`), as the reference.
-        `docs/reference.md` compares each option with the paper's code,
-        and lists the differences that remain.
+        `keras_autolr.core.options.AUTOWU`, one test per epoch
+        (`check_every="epoch"`) and no weight copies
+        (`restore_weights=False`); `docs/reference.md` compares each option
+        with the paper's code.
 
         Args:
             epochs: the training budget in epochs. Defaults to `None`: the
@@ -278,7 +259,6 @@ class AutoLR(keras.callbacks.Callback):
             self.model, self.controller, on_failure=self._release
         )
         self._resume_pending = True
-        self._lr_written = False
         self._restored = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -333,7 +313,7 @@ class AutoLR(keras.callbacks.Callback):
                 self._store.save(epoch + 1, state)
 
             self._write_safely(save)
-        self._check_lr_untouched(epoch)
+        self._schedule.warn_if_lr_written(epoch)
 
     def on_train_end(self, logs=None):
         self._release()
@@ -358,44 +338,16 @@ class AutoLR(keras.callbacks.Callback):
 
     @property
     def summary(self):
-        """What the run found, as a dict: `switch_step` and `reason` (how
-        warmup ended, `None` before it has), `lr_at_minimum` (the LR at the
-        smoothed loss minimum), `landing_lr` (the LR the decay started
-        from), `highest_lr` (the highest LR run), `rescues` (the decay
-        restarts, each an event dict), `restored` (for each weight copy
-        put back in this `fit`, `[step, step the copy was taken at]`) and
-        `steps` (run so far)."""
-        ctl = self.controller
-        if ctl is None:
+        """What the run found, as a dict (`lr_schedule.summary`)."""
+        if self.controller is None:
             return None
-        event = ctl.switch_event or {}
-        # The ramp rises: its last step run is the highest LR.
-        last = float(ctl.lr_at(ctl.steps - 1)) if ctl.steps else None
-        return {
-            "switch_step": event.get("step"),
-            "reason": event.get("reason"),
-            "lr_at_minimum": event.get("minimum_lr", ctl.lr_at_minimum),
-            "landing_lr": event.get("peak_lr"),
-            "highest_lr": event.get("lr_before", last),
-            "rescues": ctl.rescues,
-            "restored": [list(r) for r in self._restored],
-            "steps": ctl.steps,
-        }
+        return summary(self.controller, self._restored)
 
     def found_schedule(self, total_steps=None):
-        """The schedule this run found, as a plain Keras schedule that a
-        later run (other seeds, a longer budget, fine-tuning) can use
-        without AutoLR: the warmup ramp held at the landing LR (no
-        overshoot) until the switch, then the decay, each at the same
-        fraction of `total_steps` as in this run (decay restarts left
-        out). Serializable with `keras.optimizers.schedules.serialize`.
-
-        Args:
-            total_steps: the budget of the later run. Defaults to `None`:
-                this run's.
-
-        Returns:
-            A `keras_autolr.keras.lr_schedule.FoundSchedule`.
+        """The schedule this run found, as a plain serializable Keras
+        schedule for runs without AutoLR (`FoundSchedule`: the ramp held at
+        the landing LR, then the decay, stretched to `total_steps`,
+        defaults to this run's).
 
         Raises:
             ValueError: before warmup has ended.
@@ -436,20 +388,6 @@ class AutoLR(keras.callbacks.Callback):
         if mid_epoch and self.params.get("verbose") == 1:
             text = "\n" + text
         compat.print_msg(text)
-
-    def _check_lr_untouched(self, epoch):
-        """Warns, once, if something wrote the optimizer's LR during the
-        epoch: AutoLR sets the LR of every step, so that write does
-        nothing."""
-        if self._lr_written or self._schedule is None:
-            return
-        compat.sync_variables(self.model)
-        written = self._schedule.written_lr()
-        if written is not None:
-            self._lr_written = True
-            warnings.warn(
-                messages.lr_written(written, epoch), RuntimeWarning, 3
-            )
 
     def _write_safely(self, write):
         """Runs `write`, a write to `backup_dir`; a failure is a warning,

@@ -17,10 +17,12 @@ at each rescue, which leaves the optimizer's variables, and so every
 checkpoint, as they are.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
-from keras_autolr.core import schedule
+from keras_autolr.core import messages, schedule
 from keras_autolr.keras import compat
 
 _NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
@@ -188,6 +190,7 @@ class InstalledSchedule:
         variable = compat.learning_rate_variable(optimizer)
         self.compiled_lr = float(compat.to_numpy(variable))
         self._on_failure = on_failure
+        self._lr_written = False
         with compat.variable_scope(model):
             self.schedule = AutoLRSchedule(
                 controller,
@@ -244,12 +247,19 @@ class InstalledSchedule:
             compat.sync_variables(self.model)
             self._compile()
 
-    def written_lr(self):
-        """The value of the optimizer's LR variable now, if something
-        other than AutoLR wrote it during `fit` (else `None`)."""
+    def warn_if_lr_written(self, epoch):
+        """Warns, once, if something wrote the optimizer's LR variable
+        during `fit` (by epoch `epoch`): the schedule sets the LR of every
+        step, so that value is not used."""
+        if self._lr_written:
+            return
+        compat.sync_variables(self.model)
         variable = compat.learning_rate_variable(self._optimizer)
         value = float(compat.to_numpy(variable))
-        return None if value == self.compiled_lr else value
+        if value != self.compiled_lr:
+            self._lr_written = True
+            text = messages.lr_written(value, epoch)
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
 
     def remove(self):
         """Gives the optimizer back its own LR, as compiled."""
@@ -360,3 +370,26 @@ class FoundSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
             "cooldown_fraction": self.cooldown_fraction,
         }
+
+
+def summary(controller, restored=()):
+    """What a run found, as a dict: `switch_step` and `reason` (how warmup
+    ended, `None` before it has), `lr_at_minimum` (the LR at the smoothed
+    loss minimum), `landing_lr` (the LR the decay started from),
+    `highest_lr` (the highest LR run), `rescues` (the decay restarts, each
+    an event dict), `restored` (`[step, step the copy was taken at]` for
+    each weight copy put back, from `restored`) and `steps` (run so far)."""
+    ctl = controller
+    event = ctl.switch_event or {}
+    # The ramp rises: its last step run is the highest LR.
+    last = float(ctl.lr_at(ctl.steps - 1)) if ctl.steps else None
+    return {
+        "switch_step": event.get("step"),
+        "reason": event.get("reason"),
+        "lr_at_minimum": event.get("minimum_lr", ctl.lr_at_minimum),
+        "landing_lr": event.get("peak_lr"),
+        "highest_lr": event.get("lr_before", last),
+        "rescues": ctl.rescues,
+        "restored": [list(r) for r in restored],
+        "steps": ctl.steps,
+    }

@@ -94,6 +94,7 @@ def test_checkpoint_and_initial_epoch_resume(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:AutoLR's budget:RuntimeWarning")
 def test_resuming_without_a_saved_state_says_what_to_do(tmp_path):
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
     model.compile(optimizer="adam", loss="mse")
