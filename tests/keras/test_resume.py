@@ -18,10 +18,12 @@ TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(TESTS, "resumable.py")
 
 
-def run_job(workdir, kill_at=None):
+def run_job(workdir, kill_at=None, crash_in=None):
     cmd = [sys.executable, JOB, str(workdir)]
     if kill_at is not None:
         cmd += ["--kill-at", str(kill_at)]
+    if crash_in is not None:
+        cmd += ["--crash-in", crash_in]
     return subprocess.run(cmd, timeout=600).returncode
 
 
@@ -57,6 +59,27 @@ def test_sigkill_and_rerun_continue_the_same_schedule(
     assert run_job(tmp_path, kill_at=kill_at) == -signal.SIGKILL
     assert not (tmp_path / "result.json").exists()
     assert run_job(tmp_path, kill_at=kill_at) == 0
+    resumed = json.loads((tmp_path / "result.json").read_text())
+    assert resumed == expected
+    np.testing.assert_array_equal(lr_by_step(tmp_path), expected_lrs)
+
+
+@pytest.mark.parametrize("point", ["state", "copy", "between"])
+def test_a_kill_inside_a_save_resumes_the_same_schedule(
+    tmp_path, uninterrupted, point
+):
+    """Killed after a temporary file is written and before its rename (of
+    the state, or of the weight copy), or between a copy and the state
+    that names it: the rerun resumes from the last intact state."""
+    expected, expected_lrs = uninterrupted
+    assert run_job(tmp_path, crash_in=point) == -signal.SIGKILL
+    files = os.listdir(tmp_path / "autolr")
+    temporary = [n for n in files if n.endswith(".tmp")]
+    assert len(temporary) == (0 if point == "between" else 1)
+    if point == "between":  # The copy is there, named by no state yet.
+        assert any(n.startswith("autolr-weights-") for n in files)
+    assert run_job(tmp_path, crash_in=point) == 0
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path / "autolr"))
     resumed = json.loads((tmp_path / "result.json").read_text())
     assert resumed == expected
     np.testing.assert_array_equal(lr_by_step(tmp_path), expected_lrs)
