@@ -186,7 +186,8 @@ def _summary_section(settings, summary):
         "Means over seeds; accuracy in %, validation loss in nats/char, "
         "RMSE in USD. The grids' cells were chosen on seed 0 among 12 runs "
         "each; the alternatives are `Adam()`, AdamW with 5 % warmup and "
-        "cosine, and `ScheduleFreeAdamW()`.",
+        "cosine, Keras's `ScheduleFreeAdamW()`, and Schedule-Free AdamW "
+        "and Prodigy as their authors publish them (`benchmarks/peers`).",
         "",
         "| task | B | metric | " + " | ".join(head) + " | best alternative |",
         "|---|---|---|" + "---|" * (len(head) + 1),

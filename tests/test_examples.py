@@ -122,6 +122,8 @@ def test_demo_writes_its_plot(tmp_path):
     assert_png(tmp_path / "autolr_demo.png")
 
 
+# 2 epochs of the demo: a budget too short for the tests, as AutoLR warns.
+@pytest.mark.filterwarnings("ignore:AutoLR's budget:RuntimeWarning")
 def test_demo_plot_can_be_skipped(tmp_path, monkeypatch, capsys):
     support.require("sklearn")
     from keras_autolr.__main__ import main
