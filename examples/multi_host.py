@@ -164,7 +164,7 @@ def train(args, process, num_processes, replicas, scope=None):
     print(
         f"process {process}/{num_processes}, {replicas} replicas: "
         f"AutoLR ended warmup at step {event['step']} ({event['reason']}), "
-        f"peak LR {event['peak_lr']:.6g}"
+        f"decay from {event['peak_lr']:.6g}"
     )
     print(f"Test accuracy: {accuracy:.4f}")
 

@@ -3,8 +3,8 @@
     python examples/quickstart_digits.py [--quick]
 
 No learning rate is given anywhere. AutoLR raises the LR from 1e-4 every
-step, and when the training loss has passed its minimum it rolls back to the
-LR at that minimum and decays to 0 at the end of the epoch budget. The plot
+step, and when the training loss has passed its minimum it lands at half
+the LR at that minimum and decays to 0 at the end of the epoch budget. The plot
 shows the LR it chose and the loss it based the choice on. The digits ship
 with scikit-learn: nothing is downloaded.
 """

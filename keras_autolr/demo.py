@@ -124,8 +124,8 @@ def main(args):
     event = ctl.switch_event
     print(
         f"AutoLR decided: warmup {event['reason']} at step {event['step']} "
-        f"of {ctl.total_steps}; peak LR {event['peak_lr']:.3g} "
-        f"(LR reached before roll-back {event['lr_before']:.3g})."
+        f"of {ctl.total_steps}; decay from {event['peak_lr']:.3g} "
+        f"(highest LR run {event['lr_before']:.3g})."
     )
     print(f"Final test accuracy: {accuracy:.4f}")
     if args.plot:
