@@ -354,8 +354,6 @@ class AutoLR(keras.callbacks.Callback):
         """
         return FoundSchedule.of(self.controller, total_steps)
 
-    # ------------------------------------------------------------------
-
     def _read_every(self):
         """Steps between two reads of the recorded losses: the test
         interval, or one chunk where the loss-scale optimizer of mixed
@@ -367,8 +365,7 @@ class AutoLR(keras.callbacks.Callback):
         return self.controller.settings.check_every
 
     def _resume(self, epoch):
-        """Brings the controller to the start of epoch `epoch`
-        (`resume.start`)."""
+        """Brings the controller to the start of epoch `epoch`."""
         resume.start(
             epoch,
             self._steps_per_epoch,
