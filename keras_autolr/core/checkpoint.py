@@ -16,6 +16,10 @@ from keras_autolr.core.options import OPTION_NAMES
 
 FORMAT = 3
 PARTS = ("record", "plan", "warmup", "check_mark", "events")
+OPTIONAL_PARTS = ("probes",)
+# Options that states of this format may lack: the value that gives the
+# decisions of the runs that saved them.
+ADDED_OPTIONS = {"probes": 0}
 
 
 def pack(
@@ -26,6 +30,7 @@ def pack(
     warmup: Any,
     check_mark: int,
     events: Any,
+    probes: Any,
 ) -> dict[str, Any]:
     """The state of a controller of `config`, made of its parts' states."""
     return {
@@ -36,6 +41,7 @@ def pack(
         "warmup": warmup,
         "check_mark": check_mark,
         "events": events,
+        "probes": probes,
     }
 
 
@@ -60,7 +66,7 @@ def config_of(state: Any) -> dict[str, Any]:
             "Not an AutoLRController state: its `config` is not the "
             f"options of a controller (unknown: {unknown!r})."
         )
-    return config
+    return {**ADDED_OPTIONS, **config}
 
 
 def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +81,10 @@ def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
             f"Not an AutoLRController state of format {FORMAT}. Received "
             f"keys: {sorted(state) if isinstance(state, dict) else state!r}"
         )
-    if state["config"] != config:
+    saved = config_of(state)
+    if saved != config:
         diff = {
-            k: (v, state["config"].get(k))
-            for k, v in config.items()
-            if state["config"].get(k) != v
+            k: (v, saved.get(k)) for k, v in config.items() if saved.get(k) != v
         }
         raise ValueError(
             "The saved AutoLR state was made with other settings "
@@ -92,7 +97,9 @@ def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
             f"The AutoLR state is damaged: it lacks {missing}. Resume from "
             "an intact state, or start a new schedule."
         )
-    return {name: state[name] for name in PARTS}
+    parts = {name: state[name] for name in PARTS}
+    parts.update({name: state.get(name) for name in OPTIONAL_PARTS})
+    return parts
 
 
 def damaged(error: Exception) -> ValueError:

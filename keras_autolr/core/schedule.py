@@ -275,6 +275,9 @@ class Decisions:
         self.switch_step = self.cap
         self.landing_lr = self.max_lr
         self.restarts: list[tuple[int, float]] = []  # (step, LR)
+        # (first step, step after the last, LR) of each probe.
+        self.probes: list[tuple[int, int, float]] = []
+        self.landed: int | None = None  # Where the probes ended.
         self.revision = 0
         self._cache: tuple[int, dict[float, float]] = (-1, {})
 
@@ -291,21 +294,60 @@ class Decisions:
             self.landing_lr = float(landing_lr)
             self.revision += 1
 
+    def probe(self, start: int, end: int, lr: float) -> None:
+        """Runs steps from `start` at the constant LR `lr` until `end`, the
+        next decision (a probe of the landing LR). A probe still running
+        at `start` ends there."""
+        self._end_probe(start)
+        self.probes.append((int(start), int(end), float(lr)))
+        self.revision += 1
+
+    def land(self, step: int, landing_lr: float) -> None:
+        """Ends the probes at `step`; the decay starts there from
+        `landing_lr`."""
+        self._end_probe(step)
+        self.landing_lr = float(landing_lr)
+        self.landed = int(step)
+        self.revision += 1
+
+    def _end_probe(self, step: int) -> None:
+        if self.probes and self.probes[-1][1] > step:
+            start, _, lr = self.probes[-1]
+            self.probes[-1] = (start, int(step), lr)
+
     def restart(self, step: int, lr: float) -> None:
         """Restarts the decay at `step` from `lr`."""
         self.restarts.append((int(step), float(lr)))
         self.revision += 1
 
+    def _segments(self) -> list[tuple[int, float, int]]:
+        """What follows the switch, in order: `(first step, LR, first step
+        of its decay)` of each restart, probe (constant until its end) and
+        the landing after the probes; each holds from its first step."""
+        segments = [(s, lr, s) for s, lr in self.restarts]
+        segments += [(s, lr, e) for s, e, lr in self.probes]
+        if self.landed is not None:
+            segments.append((self.landed, self.landing_lr, self.landed))
+        # Stable: at one step a probe or the landing follows a restart.
+        return sorted(segments, key=lambda segment: segment[0])
+
     @property
     def decay_start(self) -> int:
-        """First step of the current decay: the switch, or the last
-        restart."""
-        return self.restarts[-1][0] if self.restarts else self.switch_step
+        """First step of the current decay: the switch, the last restart or
+        the end of the probe running (the landing after the probes)."""
+        segments = self._segments()
+        return segments[-1][2] if segments else self.switch_step
 
     @property
     def decay_lr(self) -> float:
         """LR at `decay_start`."""
-        return self.restarts[-1][1] if self.restarts else self.landing_lr
+        segments = self._segments()
+        return segments[-1][1] if segments else self.landing_lr
+
+    @property
+    def probing(self) -> bool:
+        """Whether a probe is running (the landing LR is not chosen)."""
+        return bool(self.probes) and self.landed is None
 
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
@@ -325,8 +367,8 @@ class Decisions:
 
     def _lr_at(self, step: Any, xp: Any) -> Any:
         lr = self.shape.lr(step, self.switch_step, self.landing_lr, xp=xp)
-        for start, peak in self.restarts:
-            restarted = self.shape.decay_lr(step, peak, start, xp=xp)
+        for start, peak, decay_from in self._segments():
+            restarted = self.shape.decay_lr(step, peak, decay_from, xp=xp)
             lr = xp.where(step >= start, restarted, lr)
         return lr
 
@@ -335,6 +377,8 @@ class Decisions:
             "switch_step": self.switch_step,
             "peak_lr": self.landing_lr,
             "restarts": [list(r) for r in self.restarts],
+            "probes": [list(p) for p in self.probes],
+            "landed": self.landed,
             "revision": self.revision,
         }
 
@@ -342,5 +386,10 @@ class Decisions:
         self.switch_step = int(state["switch_step"])
         self.landing_lr = float(state["peak_lr"])
         self.restarts = [(int(s), float(p)) for s, p in state["restarts"]]
+        self.probes = [
+            (int(s), int(e), float(lr)) for s, e, lr in state.get("probes", [])
+        ]
+        landed = state.get("landed")
+        self.landed = None if landed is None else int(landed)
         self.revision = int(state["revision"])
         self._cache = (-1, {})

@@ -150,6 +150,7 @@ class ControllerViews:
             probability=self._tests.last_probability,
             lr_at_minimum=self._tests.minimum_lr,
             last_lr=float(self.lr_at(steps - 1)) if steps else None,
+            probe_end=self._probes.end if decisions.probing else None,
             _record=self._record,
             **decided,
         )

@@ -214,10 +214,45 @@ def test_decisions_state_keeps_the_0_2_keys_and_round_trips():
         "switch_step": 250,
         "peak_lr": 0.01,
         "restarts": [[600, 0.003]],
+        "probes": [],
+        "landed": None,
         "revision": 2,
     }
     clone = make_decisions()
-    clone.set_state(state)
+    # A state saved before the probes existed lacks their keys.
+    clone.set_state(
+        {k: v for k, v in state.items() if k not in ("probes", "landed")}
+    )
     steps = np.arange(1001)
     np.testing.assert_array_equal(clone.lr_at(steps), decisions.lr_at(steps))
     assert clone.get_state() == decisions.get_state()
+
+
+def test_probes_hold_each_lr_on_their_steps_then_the_decay_starts_after():
+    decisions = make_decisions()
+    decisions.switch(250, 0.01)
+    decisions.probe(250, 270, 0.03)
+    assert decisions.probing
+    # What the in-graph schedule evaluates: the probe's LR until its end.
+    assert (decisions.decay_start, decisions.decay_lr) == (270, 0.03)
+    decisions.probe(270, 290, 0.01)
+    decisions.probe(290, 310, 0.003)
+    decisions.land(305, 0.01)  # The last probe ended early.
+    assert not decisions.probing and decisions.landing_lr == 0.01
+    assert (decisions.decay_start, decisions.decay_lr) == (305, 0.01)
+    lrs = decisions.lr_at(np.arange(1001))
+    np.testing.assert_array_equal(lrs[250:270], 0.03)
+    np.testing.assert_array_equal(lrs[270:290], 0.01)
+    np.testing.assert_array_equal(lrs[290:305], 0.003)
+    shape = decisions.shape
+    expected = shape.decay_lr(np.arange(305, 1001.0), 0.01, 305)
+    np.testing.assert_allclose(lrs[305:], expected, rtol=1e-12)
+    np.testing.assert_array_equal(lrs[:250], shape.warmup_lr(np.arange(250.0)))
+    assert all(decisions.lr_at(s) == lrs[s] for s in (250, 289, 304, 700))
+    decisions.restart(600, 0.004)  # A rescue after the landing.
+    assert (decisions.decay_start, decisions.decay_lr) == (600, 0.004)
+    clone = make_decisions()
+    clone.set_state(json.loads(json.dumps(decisions.get_state())))
+    np.testing.assert_array_equal(
+        clone.lr_at(np.arange(1001)), decisions.lr_at(np.arange(1001))
+    )
