@@ -19,6 +19,7 @@ from keras_autolr.core import checks as check
 from keras_autolr.core import messages, options
 from keras_autolr.keras import backup, budget, compat, resume
 from keras_autolr.keras.backup import StateStore
+from keras_autolr.keras.epoch_log import EpochLog
 from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
 from keras_autolr.keras.lr_schedule import (
     FoundSchedule,
@@ -87,15 +88,20 @@ class AutoLR(keras.callbacks.Callback):
             defaults to, and must be a multiple of, `steps_per_execution`.
 
     Logs: adds `learning_rate` (the LR of the last step run) and
-    `autolr_phase` (0 during warmup, 1 during decay) to the batch and epoch
-    logs of the callbacks that come after it in the list.
+    `autolr_phase` (the int 0 during warmup, 1 during decay) to the batch
+    and epoch logs of the callbacks that come after it in the list.
+    `History` keeps the int; `fit`'s progress bar prints every value as a
+    float, `autolr_phase` as `0.0000e+00` or `1.0000`.
 
     After `fit` (ended, stopped, or interrupted in a train step) the
     optimizer's learning rate is the value it was compiled with again.
     `summary` says what the run found; `found_schedule()` gives it as a
-    Keras schedule for runs without AutoLR. A callback that also sets the
-    LR (`ReduceLROnPlateau`, `LearningRateScheduler`) is refused at `fit`
-    start.
+    Keras schedule for runs without AutoLR. `epoch_log` (`EpochLog`) holds
+    the steps per epoch of the last `fit` and `validation_losses`: `(step,
+    val_loss)` for each epoch end whose logs hold `val_loss`, after `step`
+    optimizer steps (saved in `backup_dir`, drawn by `keras_autolr.plot`).
+    A callback that also sets the LR (`ReduceLROnPlateau`,
+    `LearningRateScheduler`) is refused at `fit` start.
 
     Example:
 
@@ -156,6 +162,7 @@ class AutoLR(keras.callbacks.Callback):
             probe=True,
         )
         self.controller = None
+        self.epoch_log = EpochLog()
         self._replanned_from = None
         self._report = None
         self._schedule = None
@@ -243,6 +250,7 @@ class AutoLR(keras.callbacks.Callback):
                 self._replanned_from = self.controller.total_steps
             self.controller = controller
         self._steps_per_epoch = steps_per_epoch
+        self.epoch_log.steps_per_epoch = steps_per_epoch
         budget.warn_if_tests_come_late(self.controller)
         budget.warn_if_budget_too_short(self.controller)
         if self.backup_dir is not None:
@@ -302,11 +310,13 @@ class AutoLR(keras.callbacks.Callback):
         self._feed({}, flush=True)
         if logs is not None:
             self._add_logs(logs, self.controller.steps - 1)
+        self.epoch_log.add(self.controller.steps, logs)
         if self.restore_weights:
             self._weights.offer(self._report)
         if self._store is not None:
             state = self.controller.get_state()
             state[backup.FINGERPRINT] = fingerprint(self.model)
+            state.update(self.epoch_log.get_state())
 
             def save():
                 state.update(self._weights.save(self._store))
@@ -370,6 +380,7 @@ class AutoLR(keras.callbacks.Callback):
             epoch,
             self._steps_per_epoch,
             self.controller,
+            self.epoch_log,
             self._weights if self.restore_weights else None,
             self._store,
             self.model,

@@ -5,18 +5,23 @@ interrupted run, read back from `backup_dir` and checked before it is used.
 import warnings
 
 from keras_autolr.keras import backup
+from keras_autolr.keras.epoch_log import EpochLog
 from keras_autolr.keras.weights import fingerprint, fingerprint_difference
 
 
-def start(epoch, steps_per_epoch, controller, weights, store, model, **why):
-    """Brings `controller` (and `weights`, the `WeightKeeper`, where it
-    holds no copy yet) to the start of epoch `epoch` of a `fit`.
+def start(
+    epoch, steps_per_epoch, controller, epoch_log, weights, store, model, **why
+):
+    """Brings `controller` and `epoch_log` (and `weights`, the
+    `WeightKeeper`, where it holds no copy yet) to the start of epoch
+    `epoch` of a `fit`.
 
     A fit that starts at epoch 0 starts a new schedule, even with a
-    callback that has run before (with a warning then); the states and
-    weight copies of an earlier run in `store` are deleted (they would be
-    taken for this run's after a restart). A later epoch takes the state
-    saved after it in `store`, each part checked first.
+    callback that has run before (with a warning then), and forgets the
+    validation losses; the states and weight copies of an earlier run in
+    `store` are deleted (they would be taken for this run's after a
+    restart). A later epoch takes the state saved after it in `store`, each
+    part checked first, with the validation losses saved in it.
 
     Args:
         why: `replanned_from`, the budget in steps of the callback's
@@ -40,6 +45,7 @@ def start(epoch, steps_per_epoch, controller, weights, store, model, **why):
                 stacklevel=4,
             )
         controller.reset()
+        epoch_log.validation_losses = ()
         if store is not None:
             why["write"](store.clear)
         return
@@ -58,13 +64,15 @@ def start(epoch, steps_per_epoch, controller, weights, store, model, **why):
             store,
             model,
             controller if behind else None,
+            epoch_log,
             weights if copies else None,
         )
 
 
-def _take(state, epoch, store, model, controller, weights):
-    """Takes `state` into `controller` and `weights` (each where given)
-    once each part is checked; keeps nothing if one fails."""
+def _take(state, epoch, store, model, controller, epoch_log, weights):
+    """Takes `state` into `controller` and its validation losses into
+    `epoch_log`, and into `weights` (each where given) once each part is
+    checked; keeps nothing if one fails."""
     saved = state.get(backup.FINGERPRINT)
     if saved is not None:
         difference = fingerprint_difference(saved, fingerprint(model))
@@ -76,6 +84,7 @@ def _take(state, epoch, store, model, controller, weights):
         weights.load(store, state)
     if controller is not None:
         try:
+            saved_log = EpochLog.from_state(state)
             controller.set_state(state)
         except ValueError as error:
             if weights is not None:
@@ -83,6 +92,7 @@ def _take(state, epoch, store, model, controller, weights):
             raise store.error(
                 epoch, f"holds a state this run cannot use. {error}"
             ) from error
+        epoch_log.validation_losses = saved_log.validation_losses
 
 
 def _cannot_resume(epoch, expected, controller, store, why):

@@ -752,3 +752,20 @@ def test_a_second_fit_from_epoch_0_starts_a_new_schedule(tmp_path):
     assert sorted(p.name for p in backup.glob("*.json")) == [
         f"autolr-epoch-{e:06d}.json" for e in (8, 9, 10)
     ]
+
+
+@pytest.mark.filterwarnings("ignore:AutoLR's budget:RuntimeWarning")
+def test_history_keeps_autolr_phase_as_ints():
+    """Warmup to the cap (19 steps of 48, in the 2nd epoch of 16 steps),
+    on a ramp too low to end it earlier."""
+    x, y = support.digits(512)
+    model = support.digits_mlp(hidden=())
+    autolr = AutoLR(verbose=0, max_lr=1e-2, patience=1000)
+    history = model.fit(
+        x, y, batch_size=32, epochs=3, verbose=0, callbacks=[autolr]
+    )
+    assert autolr.controller.switch_event["reason"] == "cap"
+    assert autolr.controller.switch_step == 19
+    phases = history.history["autolr_phase"]
+    assert phases == [0, 1, 1]
+    assert [type(phase) for phase in phases] == [int] * 3
