@@ -46,16 +46,25 @@ def fed(steps, total_steps=1000, loss_at_nan=None):
 
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
-    """A real fit that switches: an MLP on digits with Adam (about 3 s)."""
+    """A real fit that switches: an MLP on digits with Adam (about 3 s), 16
+    steps per epoch, with a validation loss at each epoch end."""
     from keras_autolr import AutoLR
 
     backup_dir = tmp_path_factory.mktemp("autolr")
     x, y = support.digits()
     model = support.digits_mlp(hidden=(32,))
     autolr = AutoLR(verbose=0, backup_dir=backup_dir)
-    model.fit(x, y, batch_size=64, epochs=8, verbose=0, callbacks=[autolr])
+    history = model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=8,
+        verbose=0,
+        validation_data=(x[:256], y[:256]),
+        callbacks=[autolr],
+    )
     assert autolr.controller.events, "the run must switch to be plotted"
-    return autolr, backup_dir
+    return autolr, backup_dir, history.history["val_loss"]
 
 
 def test_plot_is_exported_lazily():
@@ -63,7 +72,7 @@ def test_plot_is_exported_lazily():
 
 
 def test_fit_run_renders_a_png_of_the_requested_size(fit_run, tmp_path):
-    autolr, _ = fit_run
+    autolr, *_ = fit_run
     path = tmp_path / "run.png"
     figure = keras_autolr.plot(autolr, path, figsize=(8, 6), dpi=50)
     assert isinstance(figure, Figure)
@@ -71,7 +80,7 @@ def test_fit_run_renders_a_png_of_the_requested_size(fit_run, tmp_path):
 
 
 def test_fit_run_artists(fit_run):
-    autolr, _ = fit_run
+    autolr, *_ = fit_run
     ctl = autolr.controller
     event = ctl.events[-1]
     peak = event["peak_lr"]
@@ -142,7 +151,7 @@ def test_fit_run_artists(fit_run):
 
 
 def test_saved_state_files_plot_like_the_run(fit_run, tmp_path):
-    autolr, backup_dir = fit_run
+    autolr, backup_dir, _ = fit_run
     small = {"figsize": (6, 5), "dpi": 40}
     expected = keras_autolr.plot(autolr, **small).axes[0].get_title(loc="left")
     (saved,) = [n for n in os.listdir(backup_dir) if n.endswith("08.json")]
@@ -153,6 +162,92 @@ def test_saved_state_files_plot_like_the_run(fit_run, tmp_path):
         figure = keras_autolr.plot(run, path, **small)
         assert figure.axes[0].get_title(loc="left") == expected
         assert mpl_image.imread(path).shape == (200, 240, 4)
+
+
+def epoch_axis(ax):
+    """The secondary x axis of `ax`, in epochs."""
+    (axis,) = ax.child_axes
+    return axis
+
+
+def validation_markers(ax):
+    """The steps and values of the validation-loss markers of `ax`."""
+    (markers,) = [
+        a for a in ax.get_lines() if a.get_label() == "validation loss"
+    ]
+    return markers.get_data()
+
+
+def test_fit_run_has_an_epoch_axis_on_top(fit_run, tmp_path):
+    autolr, *_ = fit_run
+    figure = keras_autolr.plot(autolr, tmp_path / "run.png")
+    lr_axes, loss_axes = figure.axes
+    epochs = epoch_axis(lr_axes)
+    assert epochs.get_xlabel() == "epoch"
+    assert loss_axes.child_axes == []
+    # 8 epochs of 16 steps; whole epochs are ticked where their first
+    # step is on the step axis.
+    assert autolr.epoch_log.steps_per_epoch == 16
+    np.testing.assert_allclose(epochs.get_xlim(), [0, 8])
+    ticks = epochs.get_xticks()
+    ticks = ticks[(ticks >= 0) & (ticks <= 8)]
+    assert ticks.size >= 3
+    np.testing.assert_array_equal(ticks, np.round(ticks))
+    ones = np.ones_like(ticks)
+    at = epochs.transData.transform(np.column_stack([ticks, ones]))
+    steps = lr_axes.transData.transform(np.column_stack([16 * ticks, ones]))
+    np.testing.assert_allclose(at[:, 0], steps[:, 0], atol=1e-6)
+
+
+def test_fit_run_draws_the_validation_losses(fit_run):
+    autolr, _, val_loss = fit_run
+    recorded = autolr.epoch_log.validation_losses
+    # History's val_loss, after each epoch's 16 steps.
+    assert recorded == tuple(zip(range(16, 129, 16), val_loss, strict=True))
+    loss_axes = keras_autolr.plot(autolr).axes[1]
+    steps, values = validation_markers(loss_axes)
+    np.testing.assert_array_equal(steps, [step for step, _ in recorded])
+    np.testing.assert_array_equal(values, val_loss)
+    assert loss_axes.get_ylabel() == "loss"
+
+
+def test_a_saved_state_plots_the_epochs_and_validation_losses(fit_run):
+    autolr, backup_dir, val_loss = fit_run
+    figure = keras_autolr.plot(backup_dir / "autolr-epoch-000008.json")
+    assert epoch_axis(figure.axes[0]).get_xlabel() == "epoch"
+    np.testing.assert_array_equal(
+        validation_markers(figure.axes[1]), [np.arange(16, 129, 16), val_loss]
+    )
+    # The controller's own state knows no epochs.
+    figure = keras_autolr.plot(autolr.controller.get_state())
+    assert figure.axes[0].child_axes == []
+    assert "validation loss" not in legend_labels(figure.axes[1])
+    assert figure.axes[1].get_ylabel() == "training loss"
+
+
+def test_log_loss_puts_the_loss_on_a_log_scale(fit_run, tmp_path):
+    autolr, *_ = fit_run
+    path = tmp_path / "log.png"
+    small = {"figsize": (8, 6), "dpi": 50}
+    figure = keras_autolr.plot(autolr, path, log_loss=True, **small)
+    lr_axes, loss_axes = figure.axes
+    assert loss_axes.get_yscale() == "log"
+    assert lr_axes.get_yscale() == "log"
+    assert mpl_image.imread(path).shape == (300, 400, 4)
+    assert keras_autolr.plot(autolr, **small).axes[1].get_yscale() == "linear"
+
+
+def test_log_loss_needs_positive_losses():
+    ctl = AutoLRController(total_steps=100)
+    for step in range(20):
+        ctl.step(1.0 - step / 10)  # Down to -0.9.
+    match = r"`log_loss=True` needs positive losses, .* loss of -0\.9,"
+    with pytest.raises(ValueError, match=match):
+        keras_autolr.plot(ctl, log_loss=True)
+    assert keras_autolr.plot(ctl).axes[1].get_yscale() == "linear"
+    state = {**fed(50).get_state(), "validation_losses": [[40, 0.0]]}
+    with pytest.raises(ValueError, match="a loss of 0,"):
+        keras_autolr.plot(state, log_loss=True)
 
 
 def test_run_in_warmup_plots(tmp_path):
@@ -201,12 +296,14 @@ def test_cap_reached_says_so():
 
 # The spike comes after the cap: the decay's guard restarts it (warns).
 @pytest.mark.filterwarnings("ignore:AutoLR:RuntimeWarning")
-def test_an_exploding_loss_does_not_flatten_the_warmup():
+@pytest.mark.parametrize("log_loss", [False, True])
+def test_an_exploding_loss_does_not_flatten_the_warmup(log_loss):
     ctl = AutoLRController(total_steps=200)
     for step in range(200):
         ctl.step(1e6 if 120 <= step < 125 else 2.0 - step / 200)
-    figure = keras_autolr.plot(ctl)
-    assert figure.axes[1].get_ylim()[1] < 10
+    figure = keras_autolr.plot(ctl, log_loss=log_loss)
+    low, top = figure.axes[1].get_ylim()
+    assert 0 < low < 1.0 and 2.0 < top < 10
     assert "loss above the axis" in legend_labels(figure.axes[1])
 
 
@@ -219,6 +316,11 @@ def test_an_exploding_loss_does_not_flatten_the_warmup():
         ({"run": fed(0), "figsize": (8, 0)}, "Argument `figsize`"),
         ({"run": fed(0), "figsize": 8}, "Argument `figsize`"),
         ({"run": fed(0), "dpi": 0}, "Argument `dpi`"),
+        ({"run": fed(0), "log_loss": 1}, "Argument `log_loss`"),
+        (
+            {"run": {**fed(0).get_state(), "validation_losses": [[1, "x"]]}},
+            "`validation_losses` must be a list of",
+        ),
         ({"run": {"steps": 3}}, "Not an AutoLRController state"),
     ],
 )

@@ -1,23 +1,16 @@
-"""`plot`: one figure that shows what AutoLR decided, and why.
+"""The two panels of `keras_autolr.plot`, and the decision in words.
 
 The top panel is the learning rate of every step on a log scale: the warmup
-ramp, the LR at the loss minimum, the roll-back at the switch and the decay.
-The bottom panel is the evidence: the training losses the controller
-recorded, and the Gaussian-process posterior of the warmup losses that the
-decision rests on, with its minimum.
-
-matplotlib is imported on the first call (`pip install keras-autolr[plot]`).
-The figure is drawn on its own Agg canvas, never through `pyplot`: it works
-without a display, leaves the user's backend alone and keeps no global
-figure alive.
+ramp, the LR at the loss minimum, the roll-back at the switch and the decay,
+with an epoch axis on top where the run knows its epochs. The bottom panel
+is the evidence: the training losses the controller recorded, and the
+Gaussian-process posterior of the warmup losses that the decision rests on,
+with its minimum, and the validation losses where the run has them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 import textwrap
 from typing import Any
 
@@ -27,6 +20,7 @@ from keras_autolr.core.controller import AutoLRController
 from keras_autolr.core.gp import Posterior
 from keras_autolr.core.smoothers import make_detector
 from keras_autolr.core.warmup import gp_inputs
+from keras_autolr.keras.epoch_log import EpochLog
 
 # LR curve resolution: enough for a smooth curve, cheap for any budget.
 _GRID_POINTS = 2000
@@ -36,104 +30,32 @@ _DECAYS = {
     "constant_cosine": "constant LR, then cosine decay",
 }
 _SWITCH = "C3"  # Colour of everything about the decision.
+_VALIDATION = "C2"
 # The marker of the loss minimum, on the LR and on the loss panel.
 _MINIMUM_MARKER = dict(
     marker="o", ls="", ms=9, mfc="white", mec=_SWITCH, mew=2, zorder=5
 )
 
 
-def plot(run, path=None, title=None, *, figsize=(10.0, 7.5), dpi=100):
-    """Plots the learning rate and the loss of an AutoLR run.
-
-    One figure, two panels sharing the step axis. Top: the LR of every step
-    (log scale), warmup shaded, the LR at the detected loss minimum, the
-    roll-back at the switch and the decay; steps not run yet are dashed.
-    Bottom: the training loss recorded by the controller (one point per
-    bin), the Gaussian-process posterior mean of the warmup losses with its
-    2-sigma band (the curve the decision was taken on, `x = 1` being the
-    switch), the smoothed minimum and the switch step. The panel title says
-    the decision in words. A run still in warmup is plotted as far as it
-    went, with the LR it would follow if the warmup cap came first.
-
-    Args:
-        run: the run to plot: an `AutoLR` callback after `fit`, an
-            `AutoLRController`, a state dict from `get_state()`, or the path
-            of a saved state (e.g. an `autolr-epoch-XXXXXX.json` file that
-            `AutoLR(backup_dir=...)` writes).
-        path: where to save the figure, as a PNG (or any other format
-            matplotlib infers from the extension). Defaults to `None`: not
-            saved.
-        title: a headline above the decision, e.g. the name of the
-            experiment. Defaults to `None`: the decision alone.
-        figsize: `(width, height)` of the figure in inches. Defaults to
-            `(10.0, 7.5)`.
-        dpi: resolution in dots per inch; the PNG is `figsize * dpi`
-            pixels. Defaults to `100`.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-
-    Raises:
-        ImportError: if matplotlib is not installed.
-        ValueError: if `run` is none of the above, or another argument is
-            invalid.
-
-    Example:
-
-    ```python
-    import keras_autolr
-
-    autolr = keras_autolr.AutoLR()
-    model.fit(x, y, batch_size=4096, epochs=30, callbacks=[autolr])
-    keras_autolr.plot(autolr, "autolr.png")
-    # Later, from the state a run saved with AutoLR(backup_dir="ckpt"):
-    keras_autolr.plot("ckpt/autolr-epoch-000030.json", "autolr.png")
-    ```
-    """
-    controller = _as_controller(run)
-    if path is not None and not isinstance(path, str | os.PathLike):
-        raise ValueError(
-            "Argument `path` must be a file path or None. "
-            f"Received: path={path!r}"
-        )
-    if title is not None and not isinstance(title, str):
-        raise ValueError(
-            f"Argument `title` must be a string or None. Received: "
-            f"title={title!r}"
-        )
-    if not (
-        isinstance(figsize, tuple | list)
-        and len(figsize) == 2
-        and all(_is_positive(v) for v in figsize)
-    ):
-        raise ValueError(
-            "Argument `figsize` must be a pair of positive numbers "
-            f"(width, height) in inches. Received: figsize={figsize!r}"
-        )
-    if not _is_positive(dpi):
-        raise ValueError(
-            f"Argument `dpi` must be a positive number. Received: dpi={dpi!r}"
-        )
-    figure_class, canvas_class = _matplotlib()
-    figure = figure_class(figsize=tuple(figsize), dpi=dpi, layout="constrained")
-    canvas_class(figure)
+def draw(
+    figure, ctl: AutoLRController, epoch_log: EpochLog, log_loss: bool
+) -> None:
+    """Draws the run of `ctl` and `epoch_log` on `figure`: its two panels,
+    sharing the step axis, and the decision above them."""
     lr_axes, loss_axes = figure.subplots(2, 1, sharex=True)
-    facts = _Facts.of(controller)
-    _draw_lr(lr_axes, controller, facts)
-    _draw_loss(loss_axes, controller, facts)
+    facts = _Facts.of(ctl)
+    _draw_lr(lr_axes, ctl, facts)
+    _draw_loss(loss_axes, ctl, facts, epoch_log, log_loss)
+    if epoch_log.steps_per_epoch:
+        _draw_epoch_axis(lr_axes, epoch_log.steps_per_epoch)
     # About as many characters as fit the width at the title's font size.
-    lines = _decision(controller, facts).split("\n")
-    width = int(figsize[0] * 11)
+    lines = _decision(ctl, facts).split("\n")
+    width = int(figure.get_figwidth() * 11)
     lr_axes.set_title(
         "\n".join(textwrap.fill(line, width) for line in lines),
         loc="left",
         fontsize="medium",
     )
-    if title is not None:
-        figure.suptitle(title, fontweight="bold")
-    if path is not None:
-        figure.savefig(path)
-    return figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +168,26 @@ def _draw_lr(ax, ctl: AutoLRController, facts: _Facts) -> None:
     ax.legend(loc="best", fontsize="small")
 
 
-def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
+def _draw_epoch_axis(ax, steps_per_epoch: int) -> None:
+    """The epochs, on top of `ax`, whose x axis is in steps."""
+    epochs = ax.secondary_xaxis(
+        "top",
+        functions=(
+            lambda s: s / steps_per_epoch,
+            lambda e: e * steps_per_epoch,
+        ),
+    )
+    epochs.xaxis.get_major_locator().set_params(integer=True)
+    epochs.set_xlabel("epoch")
+
+
+def _draw_loss(
+    ax,
+    ctl: AutoLRController,
+    facts: _Facts,
+    epoch_log: EpochLog,
+    log_loss: bool,
+) -> None:
     centers, means, counts = ctl.loss_bins()
     finite = np.isfinite(means)
     width = int(np.max(counts, initial=1))
@@ -292,41 +233,61 @@ def _draw_loss(ax, ctl: AutoLRController, facts: _Facts) -> None:
         )
     elif ctl.steps:
         ax.axvline(ctl.steps, color="0.3", lw=1, ls=":", label="now")
-    top = _loss_limits(ax, means[finite])
-    with np.errstate(invalid="ignore"):
-        above = means > top
-    for off, marker, label in (
-        (above, "^", "loss above the axis"),
-        (~finite, "x", "non-finite loss"),
+    validation = np.array(epoch_log.validation_losses, float).reshape(-1, 2)
+    if validation.size:
+        ax.plot(
+            *validation.T,
+            ls="",
+            marker="D",
+            ms=5,
+            color=_VALIDATION,
+            zorder=4,
+            label="validation loss",
+        )
+    if log_loss:
+        ax.set_yscale("log")
+    top = _loss_limits(ax, means[finite], log_loss)
+    for steps, values, color, name in (
+        (centers, means, _SWITCH, "loss"),
+        (*validation.T, _VALIDATION, "validation loss"),
     ):
-        if np.any(off):
-            ax.plot(
-                centers[off],
-                np.full(np.count_nonzero(off), top),
-                marker,
-                color=_SWITCH,
-                clip_on=False,
-                label=label,
-            )
+        with np.errstate(invalid="ignore"):
+            above = values > top
+        for off, marker, label in (
+            (above, "^", f"{name} above the axis"),
+            (~np.isfinite(values), "x", f"non-finite {name}"),
+        ):
+            if np.any(off):
+                ax.plot(
+                    steps[off],
+                    np.full(np.count_nonzero(off), top),
+                    marker,
+                    color=color,
+                    clip_on=False,
+                    label=label,
+                )
     ax.set_xlim(0, ctl.total_steps)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss" if validation.size else "training loss")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
 
 
-def _loss_limits(ax, values: np.ndarray) -> float:
+def _loss_limits(ax, values: np.ndarray, log: bool) -> float:
     """Keeps the warmup in view when a loss shoots up; returns the top.
 
     When some loss is far above the start (the highest of the first 8
     bins, as the controller measures the start), the axis stops just above
-    the start: an explosion would otherwise flatten the whole curve.
+    the start: an explosion would otherwise flatten the whole curve. The
+    margins are measured on the axis's scale (in log loss with `log`).
     """
     if values.size:
-        low, high = float(np.min(values)), float(np.max(values[:8]))
+        scaled = np.log(values) if log else values
+        low, high = float(np.min(scaled)), float(np.max(scaled[:8]))
         margin = 0.08 * max(high - low, 1e-12)
-        if float(np.max(values)) > high + 2 * margin:
-            ax.set_ylim(low - margin, high + margin)
+        if float(np.max(scaled)) > high + 2 * margin:
+            limits = np.array([low - margin, high + margin])
+            ax.set_ylim(*(np.exp(limits) if log else limits))
     return ax.get_ylim()[1]
 
 
@@ -364,50 +325,6 @@ def _decision(ctl: AutoLRController, facts: _Facts) -> str:
         f"LR {_rolled(before, peak)} from {_lr(before)} to {_lr(peak)}, {decay}"
     )
     return f"{first}\n{second}"
-
-
-def _as_controller(run: Any) -> AutoLRController:
-    if isinstance(run, AutoLRController):
-        return run
-    if isinstance(run, dict):
-        return AutoLRController.from_state(run)
-    if isinstance(run, str | os.PathLike):
-        with open(run) as f:
-            return AutoLRController.from_state(json.load(f))
-    controller = getattr(run, "controller", False)
-    if isinstance(controller, AutoLRController):
-        return controller
-    if controller is None:
-        raise ValueError(
-            "Argument `run` is an AutoLR callback that has not trained yet. "
-            "Plot it after `model.fit(..., callbacks=[autolr])`."
-        )
-    raise ValueError(
-        "Argument `run` must be an AutoLR callback, an AutoLRController, a "
-        "state dict from `get_state()` or the path of a saved state file. "
-        f"Received: run={run!r}"
-    )
-
-
-def _matplotlib():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            "keras_autolr.plot needs matplotlib. Install it with "
-            "`pip install keras-autolr[plot]` (or `pip install matplotlib`)."
-        ) from error
-    return Figure, FigureCanvasAgg
-
-
-def _is_positive(value: Any) -> bool:
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 def _rolled(before: float, peak: float) -> str:
