@@ -6,11 +6,14 @@ logs as `batch_<name>` at its own batch counter, which counts calls, i.e.
 chunks of `steps_per_execution` steps: point `k` (from 1) is the LR of step
 `k * steps_per_execution - 1`. At epoch end TensorBoard replaces
 `learning_rate` by the optimizer's `learning_rate`, which is the LR of the
-next step. `CSVLogger` writes the epoch logs as they are.
+next step. `CSVLogger` writes the epoch logs as they are. At the end of
+`fit`, AutoLR adds its plot to TensorBoard's training logs, as an image.
 """
 
 import csv
 import os
+import re
+import sys
 import warnings
 
 import keras
@@ -19,6 +22,7 @@ import pytest
 import support
 import tensorflow as tf
 
+import keras_autolr
 from keras_autolr import AutoLR
 
 # Short budgets at steps_per_execution=4: the logs, not the detection, are
@@ -77,6 +81,23 @@ def read_scalars(directory):
     return scalars
 
 
+def read_images(directory):
+    """`{tag: {step: PNG bytes}}` of the images in the event files there."""
+    images = {}
+    for name in sorted(os.listdir(directory)):
+        if not name.startswith("events.out.tfevents."):
+            continue
+        path = os.path.join(directory, name)
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    # Width, height, then the encoded images.
+                    (png,) = value.tensor.string_val[2:]
+                    images.setdefault(value.tag, {})[event.step] = png
+    return images
+
+
 def test_tensorboard_batch_scalars_are_the_lr_of_each_step(run):
     ctl, chunk, log_dir = run
     scalars = read_scalars(log_dir / "train")
@@ -126,3 +147,58 @@ def test_csv_logger_columns_are_the_lr_of_the_last_step(run):
     assert [int(row["autolr_phase"]) for row in rows] == (
         (last_steps >= ctl.switch_step).astype(int).tolist()
     )
+
+
+def test_the_plot_is_an_image_at_the_final_step(run):
+    ctl, _, log_dir = run
+    images = read_images(log_dir / "train")
+    assert list(images) == ["autolr/schedule"]
+    # One image, at the optimizer steps run.
+    assert list(images["autolr/schedule"]) == [ctl.steps] == [24]
+    pixels = tf.io.decode_png(images["autolr/schedule"][24]).numpy()
+    width, height = keras_autolr.plot(ctl).canvas.get_width_height()
+    assert pixels.shape == (height, width, 4) == (750, 1000, 4)
+    assert pixels.min() < pixels.max()  # Not a blank image.
+
+
+def fit_with_tensorboard(log_dir):
+    """A 2-epoch fit of a linear model with AutoLR and TensorBoard."""
+    x, y = support.digits(32 * STEPS_PER_EPOCH)
+    model = support.digits_mlp(hidden=())
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[AutoLR(verbose=0), keras.callbacks.TensorBoard(log_dir)],
+    )
+    return history.history
+
+
+@pytest.mark.filterwarnings("ignore:AutoLR's budget:RuntimeWarning")
+def test_a_plot_that_fails_warns_and_fit_ends(tmp_path, monkeypatch):
+    support.require("tensorboard")
+
+    def fail(run):
+        raise RuntimeError("no figure today")
+
+    monkeypatch.setattr("keras_autolr.plotting.plot", fail)
+    match = re.escape(
+        f"could not log its plot to TensorBoard in {tmp_path} "
+        "(RuntimeError: no figure today)"
+    )
+    with pytest.warns(RuntimeWarning, match=match):
+        history = fit_with_tensorboard(tmp_path)
+    assert len(history["loss"]) == 2
+    assert read_images(tmp_path / "train") == {}
+
+
+@pytest.mark.filterwarnings("ignore:AutoLR's budget:RuntimeWarning")
+def test_without_matplotlib_no_image_and_no_warning(tmp_path, monkeypatch):
+    support.require("tensorboard")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    history = fit_with_tensorboard(tmp_path)  # filterwarnings = error.
+    assert len(history["loss"]) == 2
+    assert read_images(tmp_path / "train") == {}
+    assert "epoch_loss" in read_scalars(tmp_path / "train")

@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_autolr.core import checks as check
 from keras_autolr.core import messages, options
-from keras_autolr.keras import backup, budget, compat, resume
+from keras_autolr.keras import backup, budget, compat, resume, tensorboard
 from keras_autolr.keras.backup import StateStore
 from keras_autolr.keras.epoch_log import EpochLog
 from keras_autolr.keras.loss_capture import LoggedLosses, StepLosses
@@ -100,8 +100,10 @@ class AutoLR(keras.callbacks.Callback):
     the steps per epoch of the last `fit` and `validation_losses`: `(step,
     val_loss)` for each epoch end whose logs hold `val_loss`, after `step`
     optimizer steps (saved in `backup_dir`, drawn by `keras_autolr.plot`).
-    A callback that also sets the LR (`ReduceLROnPlateau`,
-    `LearningRateScheduler`) is refused at `fit` start.
+    With a `keras.callbacks.TensorBoard` in `fit`, the plot is logged there
+    at the end of `fit`, as the image `autolr/schedule`. A callback that
+    also sets the LR (`ReduceLROnPlateau`, `LearningRateScheduler`) is
+    refused at `fit` start.
 
     Example:
 
@@ -332,6 +334,7 @@ class AutoLR(keras.callbacks.Callback):
             if ctl.steps < ctl.total_steps:
                 self._say(messages.ended_early(ctl.report(), ctl.total_steps))
             self._say(messages.summary_line(self.summary))
+        tensorboard.log_plot(self, compat.fit_callbacks(self))
 
     def _release(self):
         """Gives the model back its own loss tracker and its optimizer its

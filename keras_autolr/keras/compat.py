@@ -10,7 +10,8 @@ redirects the one method that reads it, `_get_current_learning_rate`,
 which every Keras 3 optimizer calls once per step to get its LR. The
 variable itself is `_learning_rate`. The per-step loss record replaces the
 model's loss tracker, `_loss_tracker`, which every built-in train step
-updates with the step's loss. A Keras release that renames any of these
+updates with the step's loss. A `TensorBoard` callback keeps its training
+log directory in `_train_dir`. A Keras release that renames any of these
 breaks only this module, and the callback tests catch it.
 
 The backends differ in how a callback reaches the state of the train step.
@@ -228,6 +229,11 @@ def fit_callbacks(callback):
                 return list(owner.callbacks)
         frame = frame.f_back
     return []
+
+
+def train_log_dir(tensorboard):
+    """The directory of a `keras.callbacks.TensorBoard`'s training logs."""
+    return tensorboard._train_dir
 
 
 def ends_data(error):
