@@ -79,7 +79,7 @@ class AutoLRController(ControllerViews):
             self.shape, settings.ramp_steps, settings.max_lr
         )
         self._probes = probes.Probes(
-            probes.probe_steps(settings.total_steps, settings.step_unit)
+            *probes.probe_steps(settings.total_steps, settings.step_unit)
         )
         detector = make_detector(
             settings.smoother,
@@ -352,22 +352,22 @@ class AutoLRController(ControllerViews):
             ceiling = landing
         lrs = probes.probe_lrs(lowest, ceiling, count, self.settings.min_lr)
         probe.begin(lrs, now)
-        self._decisions.probe(now, probe.end, probe.lr)
-        switch.update(probe_lrs=lrs, probe_steps=probe.length)
+        self._decisions.probe(now, probe.anneal_start, probe.end, probe.lr)
+        switch.update(probe_lrs=lrs, probe_steps=[probe.hold, probe.anneal])
 
     def _probe(self, values: Any, known: bool, mean: float) -> None:
         """Records a probe's losses; at its end (or at a non-finite loss),
         scores it and runs the next, or lands at the chosen LR."""
         probe = self._probes
         if known:
-            probe.add(values)
+            probe.add(values, self.steps)
         finite = not known or math.isfinite(mean)
         if finite and self.steps < probe.end:
             return
         now = self.steps
         event = probe.finish(now)
         if probe.running:
-            self._decisions.probe(now, probe.end, probe.lr)
+            self._decisions.probe(now, probe.anneal_start, probe.end, probe.lr)
             event["then"] = "next"  # Weights back to the switch's.
         elif probe.choice is not None:
             self._decisions.land(now, probe.lr)

@@ -47,6 +47,8 @@ class Report:
         decay_start: first step of the current decay: the switch, or the
             last restart.
         decay_lr: the LR at `decay_start`.
+        decay_end: where the current decay reaches 0: the budget, or the
+            end of a probe of the landing LR.
         revision: counts the changes of the schedule's decisions.
         tests_run: tests of the loss minimum started so far.
         probability: the mean past-minimum probability of the posteriors of
@@ -68,6 +70,7 @@ class Report:
     switch_step: int = 0
     decay_start: int = 0
     decay_lr: float = 0.0
+    decay_end: int = 0
     revision: int = 0
     tests_run: int = 0
     probability: float | None = None

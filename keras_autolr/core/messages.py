@@ -32,7 +32,8 @@ def switch_line(
             f"{step // steps_per_epoch + 1}), "
             f"{_HOW_WARMUP_ENDED[event['reason']]}. LR at the loss minimum "
             f"{lr_min_text} (highest LR run {event['lr_before']:.3g}); "
-            f"probing LRs {lrs} for {event['probe_steps']} steps each."
+            f"probing LRs {lrs}, each held {event['probe_steps'][0]} steps "
+            f"and annealed over {event['probe_steps'][1]}."
         )
     return (
         f"AutoLR: warmup ended at step {step} (epoch "

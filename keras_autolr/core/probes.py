@@ -9,10 +9,13 @@ loss fell furthest over its stretch.
 
 The LRs are half a decade apart, from the LR at the smoothed minimum times
 sqrt(10) (at most the highest LR the ramp ran) downwards, and run largest
-first. A probe replaces the choice so far only when its loss over the
-second half of its stretch is lower by more than twice the standard error
-of the difference: over a short stretch a smaller LR tends to look better
-than it ends (Wu et al., ICLR 2018), so a tie goes to the larger LR. The
+first. Each probe holds its LR, then anneals it to 0 over half as many
+steps, and is scored by its loss over the second half of the anneal: at a
+constant LR the loss sits at a noise floor that grows with the LR, which
+makes a short stretch favour small LRs (Wu et al., ICLR 2018); the anneal
+removes that floor, as the decay at the end of the run does. A probe
+replaces the choice so far only when its score is lower by more than twice
+the standard error of the difference, so a tie goes to the larger LR. The
 choice keeps the steps it ran (the callback keeps its weights), the other
 probes' steps are spent.
 
@@ -30,12 +33,13 @@ from keras_autolr.core.losses import to_json
 
 # Spacing of the probe LRs: half a decade, the spacing of a tuning grid.
 SPACING = math.sqrt(10.0)
-# Share of the budget each probe runs: four probes spend about 6 % of it
-# (the choice's stretch is kept).
+# Share of the budget each probe holds its LR; the anneal adds half of it.
+# Four probes then run 12 % of the budget and spend 9 % (the choice's
+# steps are kept).
 SHARE = 0.02
-# Fewest steps in a probe: its second half needs a few losses for a noise
-# estimate.
-MIN_STEPS = 8
+# Fewest steps a probe holds its LR: the second half of its anneal needs a
+# few losses for a noise estimate.
+MIN_STEPS = 16
 # A probe replaces the choice when its loss is lower by more than this
 # many standard errors of the difference (a one-sided test at ~2 %).
 CLEARLY = 2.0
@@ -44,11 +48,13 @@ CLEARLY = 2.0
 KEEP = 0.75
 
 
-def probe_steps(total_steps: int, unit: int) -> int:
-    """Steps per probe: `SHARE` of the budget, at least `MIN_STEPS`, a
-    multiple of `unit` (where a bin and a chunk end)."""
-    steps = max(SHARE * total_steps, MIN_STEPS)
-    return unit * max(1, math.ceil(steps / unit))
+def probe_steps(total_steps: int, unit: int) -> tuple[int, int]:
+    """Steps a probe holds its LR (`SHARE` of the budget, at least
+    `MIN_STEPS`) and anneals it (half as many), each a multiple of `unit`
+    (where a bin and a chunk end)."""
+    hold = max(SHARE * total_steps, MIN_STEPS)
+    hold = unit * max(1, math.ceil(hold / unit))
+    return hold, unit * max(1, math.ceil(hold / 2 / unit))
 
 
 def probe_lrs(
@@ -62,11 +68,11 @@ def probe_lrs(
     return [lr for lr in lrs if lr >= min_lr] or [max(top, min_lr)]
 
 
-def score(losses: np.ndarray) -> tuple[float, float]:
-    """The mean of the second half of a probe's per-step losses and its
-    standard error; `(inf, inf)` if a loss of the probe is not finite."""
+def score(losses: np.ndarray, last: int) -> tuple[float, float]:
+    """The mean of the `last` losses of a probe and its standard error;
+    `(inf, inf)` if a loss of the probe is not finite."""
     losses = np.asarray(losses, dtype=np.float64)
-    half = losses[len(losses) // 2 :]
+    half = losses[len(losses) - last :] if last > 0 else losses[:0]
     if not half.size or not np.all(np.isfinite(losses)):
         return math.inf, math.inf
     spread = float(np.std(half, ddof=1)) if half.size > 1 else 0.0
@@ -87,11 +93,13 @@ class Probes:
     running one, and the choice so far.
 
     Args:
-        length: steps per probe (`probe_steps`).
+        hold: steps a probe holds its LR (`probe_steps`).
+        anneal: steps it then anneals the LR to 0.
     """
 
-    def __init__(self, length: int) -> None:
-        self.length = int(length)
+    def __init__(self, hold: int, anneal: int) -> None:
+        self.hold, self.anneal = int(hold), int(anneal)
+        self.length = self.hold + self.anneal
         self.reset()
 
     def reset(self) -> None:
@@ -101,6 +109,7 @@ class Probes:
         self.scores: list[tuple[float, float]] = []
         self.choice: int | None = None
         self._losses: list[float] = []
+        self._scored = 0  # The last losses that score the probe.
 
     @property
     def running(self) -> bool:
@@ -110,6 +119,11 @@ class Probes:
     def end(self) -> int:
         """The step after the running probe's last."""
         return self.start + self.length
+
+    @property
+    def anneal_start(self) -> int:
+        """The running probe's first step of its anneal."""
+        return self.start + self.hold
 
     @property
     def lr(self) -> float:
@@ -123,14 +137,20 @@ class Probes:
         self.lrs = [float(lr) for lr in lrs]
         self.start = int(start)
 
-    def add(self, losses: np.ndarray) -> None:
-        """Records the per-step losses of steps of the running probe."""
-        self._losses.extend(float(v) for v in np.ravel(losses))
+    def add(self, losses: np.ndarray, step: int) -> None:
+        """Records the losses of steps of the running probe up to `step`
+        (per step, or a chunk's mean), those of the second half of its
+        anneal apart: they score it."""
+        losses = [float(v) for v in np.ravel(losses)]
+        first = self.end - self.anneal // 2
+        if step > first:
+            self._scored += min(len(losses), step - first)
+        self._losses.extend(losses)
 
     def finish(self, step: int) -> dict[str, Any]:
         """Ends the running probe at `step` and updates the choice; returns
         its event."""
-        result = score(np.asarray(self._losses))
+        result = score(np.asarray(self._losses), self._scored)
         chosen = self.choice is None or clearly_lower(
             result, self.scores[self.choice]
         )
@@ -149,7 +169,7 @@ class Probes:
         }
         self.index += 1
         self.start = int(step)
-        self._losses = []
+        self._losses, self._scored = [], 0
         event["last"] = not self.running
         return event
 
@@ -161,6 +181,7 @@ class Probes:
             "scores": [[to_json(m), to_json(s)] for m, s in self.scores],
             "choice": self.choice,
             "losses": [to_json(v) for v in self._losses],
+            "scored": self._scored,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -171,6 +192,7 @@ class Probes:
         choice = state["choice"]
         self.choice = None if choice is None else int(choice)
         self._losses = [_number(v) for v in state["losses"]]
+        self._scored = int(state["scored"])
         if not 0 <= self.index <= len(self.lrs) or len(self.scores) != min(
             self.index, len(self.lrs)
         ):

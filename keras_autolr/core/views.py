@@ -145,6 +145,7 @@ class ControllerViews:
             switch_step=decisions.switch_step,
             decay_start=decisions.decay_start,
             decay_lr=decisions.decay_lr,
+            decay_end=decisions.decay_end,
             revision=decisions.revision,
             tests_run=self._tests.tests_run,
             probability=self._tests.last_probability,

@@ -21,18 +21,19 @@ def test_probe_lrs_are_half_a_decade_apart_below_the_highest_lr_run():
 
 
 def test_probe_steps_are_a_share_of_the_budget_on_the_chunk_grid():
-    assert probes.probe_steps(1000, unit=1) == 20
-    assert probes.probe_steps(1000, unit=8) == 24
-    assert probes.probe_steps(100, unit=1) == probes.MIN_STEPS
-    assert probes.probe_steps(100, unit=32) == 32
+    assert probes.probe_steps(2000, unit=1) == (40, 20)
+    assert probes.probe_steps(2000, unit=8) == (40, 24)
+    assert probes.probe_steps(100, unit=1) == (probes.MIN_STEPS, 8)
+    assert probes.probe_steps(100, unit=32) == (32, 32)
 
 
-def test_score_is_the_mean_and_standard_error_of_the_second_half():
+def test_score_is_the_mean_and_standard_error_of_the_last_losses():
     losses = np.array([9.0, 9.0, 9.0, 2.0, 1.0, 3.0])
-    mean, se = probes.score(losses)
+    mean, se = probes.score(losses, last=3)
     assert mean == pytest.approx(2.0)
     assert se == pytest.approx(np.std([2.0, 1.0, 3.0], ddof=1) / math.sqrt(3))
-    assert probes.score(np.array([1.0, np.nan, 1.0, 1.0])) == (
+    assert probes.score(losses, last=0) == (math.inf, math.inf)
+    assert probes.score(np.array([1.0, np.nan, 1.0, 1.0]), last=2) == (
         math.inf,
         math.inf,
     )
@@ -82,8 +83,9 @@ def test_the_controller_lands_at_the_probe_whose_loss_fell_furthest():
     switch = ctl.switch_event
     found = [e for e in ctl.events if e["event"] == "probe"]
     assert [e["lr"] for e in found] == switch["probe_lrs"]
-    length = switch["probe_steps"]
-    assert length == 40
+    hold, anneal = switch["probe_steps"]
+    assert (hold, anneal) == (40, 20)
+    length = hold + anneal
     assert [e["step"] for e in found] == [
         switch["step"] + length * (i + 1) for i in range(len(found))
     ]
@@ -101,7 +103,9 @@ def test_the_controller_lands_at_the_probe_whose_loss_fell_furthest():
     end = found[-1]["step"]
     assert ctl.decay_start == end and ctl.lr_at(end) == choice[0]
     for e in found:
-        assert ctl.lr_at(e["step"] - 1) == e["lr"]
+        assert ctl.lr_at(e["step"] - length) == e["lr"]
+        assert ctl.lr_at(e["step"] - anneal - 1) == e["lr"]
+        assert ctl.lr_at(e["step"] - 1) == pytest.approx(e["lr"] / anneal)
     assert ctl.lr_at(ctl.total_steps) == 0.0
 
 
@@ -118,7 +122,7 @@ def test_a_non_finite_loss_ends_its_probe_at_once_and_is_never_chosen():
 
 @pytest.mark.filterwarnings("ignore:AutoLR. the loss climbed:RuntimeWarning")
 def test_probes_are_skipped_when_the_budget_cannot_hold_them():
-    # Four probes of 8 steps need 128 steps left after the switch.
+    # Four probes of 24 steps need 384 steps left after the switch.
     ctl = run_quadratic(150, best_lr=0.02, probes=4, min_bins=4)
     assert ctl.switch_event is not None
     assert "probe_lrs" not in ctl.switch_event
@@ -128,11 +132,11 @@ def test_probes_are_skipped_when_the_budget_cannot_hold_them():
 def test_a_controller_restored_mid_probe_decides_as_the_uninterrupted_one():
     total = 2000
     ctl = run_quadratic(total, best_lr=0.02, probes=4)
-    middle = ctl.switch_event["step"] + 50  # Inside the second probe.
+    middle = ctl.switch_event["step"] + 75  # Inside the second probe.
     replay = AutoLRController(total, probes=4, background=False)
     for loss in ctl.fed[:middle]:
         replay.update(loss)
-    assert replay.report().probe_end == ctl.switch_event["step"] + 80
+    assert replay.report().probe_end == ctl.switch_event["step"] + 120
     resumed = AutoLRController.from_state(
         json.loads(json.dumps(replay.get_state()))
     )

@@ -8,7 +8,7 @@ import support
 
 from keras_autolr import AutoLR
 
-EPOCHS = 30  # 16 steps each: 480 steps, probes of 10 steps.
+EPOCHS = 60  # 16 steps each: 960 steps, probes of 20 + 10 steps.
 FIT = dict(batch_size=64, shuffle=False, verbose=0)
 
 
@@ -51,7 +51,7 @@ def test_every_probe_starts_from_the_weights_put_back_at_the_switch(probed):
     switch = autolr.controller.switch_event
     found = probe_events(autolr)
     assert len(found) == len(switch["probe_lrs"]) == 4
-    assert switch["probe_steps"] == 10
+    assert switch["probe_steps"] == [20, 10]
     base = after.weights[switch["step"]]
     for event in found:
         if event["then"] == "next":
@@ -73,10 +73,12 @@ def test_each_step_runs_at_the_controllers_lr_probes_included(probed):
     steps = np.arange(ctl.total_steps)
     applied = np.array([before.lrs[s] for s in steps])
     np.testing.assert_allclose(applied, ctl.lr_at(steps), rtol=1e-5)
+    hold, anneal = ctl.switch_event["probe_steps"]
     for event in probe_events(autolr):
-        assert before.lrs[event["step"] - 1] == pytest.approx(
-            event["lr"], rel=1e-6
-        )
+        held = before.lrs[event["step"] - anneal - 1]
+        assert held == pytest.approx(event["lr"], rel=1e-6)
+        last = before.lrs[event["step"] - 1]
+        assert last == pytest.approx(event["lr"] / anneal, rel=1e-5)
 
 
 def test_a_run_resumed_inside_a_probe_makes_the_same_decisions(
