@@ -16,10 +16,6 @@ from keras_autolr.core.options import OPTION_NAMES
 
 FORMAT = 3
 PARTS = ("record", "plan", "warmup", "check_mark", "events")
-OPTIONAL_PARTS = ("probes",)
-# Options that states of this format may lack: the value that gives the
-# decisions of the runs that saved them.
-ADDED_OPTIONS = {"probes": 0}
 
 
 def pack(
@@ -30,7 +26,6 @@ def pack(
     warmup: Any,
     check_mark: int,
     events: Any,
-    probes: Any,
 ) -> dict[str, Any]:
     """The state of a controller of `config`, made of its parts' states."""
     return {
@@ -41,7 +36,6 @@ def pack(
         "warmup": warmup,
         "check_mark": check_mark,
         "events": events,
-        "probes": probes,
     }
 
 
@@ -66,7 +60,7 @@ def config_of(state: Any) -> dict[str, Any]:
             "Not an AutoLRController state: its `config` is not the "
             f"options of a controller (unknown: {unknown!r})."
         )
-    return {**ADDED_OPTIONS, **config}
+    return config
 
 
 def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -81,10 +75,11 @@ def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
             f"Not an AutoLRController state of format {FORMAT}. Received "
             f"keys: {sorted(state) if isinstance(state, dict) else state!r}"
         )
-    saved = config_of(state)
-    if saved != config:
+    if state["config"] != config:
         diff = {
-            k: (v, saved.get(k)) for k, v in config.items() if saved.get(k) != v
+            k: (v, state["config"].get(k))
+            for k, v in config.items()
+            if state["config"].get(k) != v
         }
         raise ValueError(
             "The saved AutoLR state was made with other settings "
@@ -97,9 +92,7 @@ def unpack(state: Any, config: dict[str, Any]) -> dict[str, Any]:
             f"The AutoLR state is damaged: it lacks {missing}. Resume from "
             "an intact state, or start a new schedule."
         )
-    parts = {name: state[name] for name in PARTS}
-    parts.update({name: state.get(name) for name in OPTIONAL_PARTS})
-    return parts
+    return {name: state[name] for name in PARTS}
 
 
 def damaged(error: Exception) -> ValueError:

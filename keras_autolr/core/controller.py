@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_autolr.core import checkpoint, decay, messages, options, probes
+from keras_autolr.core import checkpoint, decay, messages, options
 from keras_autolr.core import checks as check
 from keras_autolr.core.events import DECAY, WARMUP, EventLog, Report
 from keras_autolr.core.losses import LossRecord, to_json
@@ -77,9 +77,6 @@ class AutoLRController(ControllerViews):
         self._record = LossRecord(settings.bin_steps, settings.max_bins)
         self._decisions = Decisions(
             self.shape, settings.ramp_steps, settings.max_lr
-        )
-        self._probes = probes.Probes(
-            *probes.probe_steps(settings.total_steps, settings.step_unit)
         )
         detector = make_detector(
             settings.smoother,
@@ -139,7 +136,6 @@ class AutoLRController(ControllerViews):
         self._record.reset()
         self._decisions.reset()
         self._tests.reset()
-        self._probes.reset()
         self._test_mark = 0  # Test points passed: steps // check_every.
         self._events = EventLog()
 
@@ -157,7 +153,6 @@ class AutoLRController(ControllerViews):
             warmup=self._tests.get_state(),
             check_mark=self._test_mark,
             events=self._events.get_state(),
-            probes=self._probes.get_state(),
         )
 
     @classmethod
@@ -197,10 +192,6 @@ class AutoLRController(ControllerViews):
         self._tests.set_state(parts["warmup"])
         self._test_mark = int(parts["check_mark"])
         self._events.set_state(parts["events"])
-        if parts["probes"] is None:
-            self._probes.reset()
-        else:
-            self._probes.set_state(parts["probes"])
 
     # ------------------------------------------------------------------
     # Feeding losses.
@@ -269,10 +260,8 @@ class AutoLRController(ControllerViews):
         one loss per step."""
         settings = self.settings
         was_warmup = self.phase == WARMUP
-        probing = self._decisions.probing
         first_step = self.steps
         events, tests = len(self._events), self._tests.tests_run
-        values = loss
         if np.ndim(loss):
             closed = self._record.add_each(loss)
             loss = float(np.mean(loss))
@@ -289,12 +278,8 @@ class AutoLRController(ControllerViews):
             self._tests.drop_pending()
             if self.phase == WARMUP:
                 self._diverged(loss, first_step)
-            elif (
-                not was_warmup
-                and not probing
-                and decay.restart_after_non_finite(
-                    self._record, self._decisions, settings.total_steps
-                )
+            elif not was_warmup and decay.restart_after_non_finite(
+                self._record, self._decisions, settings.total_steps
             ):
                 self._rescue("divergence", loss, self.steps)
         elif was_warmup:
@@ -310,7 +295,6 @@ class AutoLRController(ControllerViews):
                     )
         elif (
             known
-            and not probing
             and test_due
             and decay.blew_up_in_decay(
                 self._record,
@@ -323,63 +307,11 @@ class AutoLRController(ControllerViews):
             self._rescue("explosion", loss, self.steps)
         if was_warmup and self.phase == DECAY and not self._events:
             self._at_cap()
-        if probing:
-            self._probe(values, known, loss)
-        elif was_warmup and self.phase == DECAY:
-            self._begin_probes()
         return self._report(
             tested=self._tests.tests_run != tests,
             switch=self._events.first("switch", since=events),
             rescue=self._events.first("rescue", since=events),
-            probe=self._events.first("probe", since=events),
         )
-
-    def _begin_probes(self) -> None:
-        """After the switch: runs the first probe of the landing LR, if the
-        budget holds them (`probes`)."""
-        count = self.settings.probes
-        now, probe = self.steps, self._probes
-        if not count or count * probe.length > (1 - probes.KEEP) * (
-            self.total_steps - now
-        ):
-            return
-        switch = self._events.last()
-        landing = self._decisions.landing_lr
-        lowest = self._tests.minimum_lr or landing
-        # The highest LR the ramp ran; after a divergence, the safe LR.
-        ceiling = switch["lr_before"]
-        if switch["reason"] == "divergence":
-            ceiling = landing
-        lrs = probes.probe_lrs(lowest, ceiling, count, self.settings.min_lr)
-        probe.begin(lrs, now)
-        self._decisions.probe(now, probe.anneal_start, probe.end, probe.lr)
-        switch.update(probe_lrs=lrs, probe_steps=[probe.hold, probe.anneal])
-
-    def _probe(self, values: Any, known: bool, mean: float) -> None:
-        """Records a probe's losses; at its end (or at a non-finite loss),
-        scores it and runs the next, or lands at the chosen LR."""
-        probe = self._probes
-        if known:
-            probe.add(values, self.steps)
-        finite = not known or math.isfinite(mean)
-        if finite and self.steps < probe.end:
-            return
-        now = self.steps
-        event = probe.finish(now)
-        if probe.running:
-            self._decisions.probe(now, probe.anneal_start, probe.end, probe.lr)
-            event["then"] = "next"  # Weights back to the switch's.
-        elif probe.choice is not None:
-            self._decisions.land(now, probe.lr)
-            event["then"] = "keep" if event["chosen"] else "choice"
-        else:  # No probe kept a finite loss.
-            self._decisions.land(now, self._decisions.landing_lr)
-            event["then"] = "base"
-        if not probe.running:
-            event["landing_lr"] = self._decisions.landing_lr
-            # The switch's record says where the decay started from.
-            self._events.amend("switch", peak_lr=event["landing_lr"])
-        self._events.add(event)
 
     def _at_cap(self) -> None:
         """Warmup reached the cap. With no test acted on, the decay starts

@@ -34,21 +34,12 @@ class Report:
         switch: the event that ended warmup at this update, else `None`.
         rescue: the event that restarted the decay at this update, else
             `None`.
-        probe: the event of the probe of the landing LR that ended at this
-            update, else `None`. Its `then` says what the weights become:
-            `"next"` (those put back at the switch, for the next probe;
-            with `chosen`, keep a copy of the current ones first), `"keep"`
-            (the current ones: this probe is the choice), `"choice"` (the
-            copy of the chosen probe's) or `"base"` (those put back at the
-            switch: no probe kept a finite loss).
         steps: steps whose loss has been observed.
         phase: `"warmup"` or `"decay"`, for the next step.
         switch_step: first step of the decay (the cap until a decision).
         decay_start: first step of the current decay: the switch, or the
             last restart.
         decay_lr: the LR at `decay_start`.
-        decay_end: where the current decay reaches 0: the budget, or the
-            end of a probe of the landing LR.
         revision: counts the changes of the schedule's decisions.
         tests_run: tests of the loss minimum started so far.
         probability: the mean past-minimum probability of the posteriors of
@@ -56,27 +47,22 @@ class Report:
         lr_at_minimum: the LR at the smoothed loss minimum of the latest
             test acted on, `None` before one.
         last_lr: the LR of the last step run (`lr_at(steps - 1)`).
-        probe_end: while a probe runs, the step at which it ends (the
-            controller then needs the losses), else `None`.
     """
 
     lr: float
     tested: bool = False
     switch: dict[str, Any] | None = None
     rescue: dict[str, Any] | None = None
-    probe: dict[str, Any] | None = None
     steps: int = 0
     phase: str = WARMUP
     switch_step: int = 0
     decay_start: int = 0
     decay_lr: float = 0.0
-    decay_end: int = 0
     revision: int = 0
     tests_run: int = 0
     probability: float | None = None
     lr_at_minimum: float | None = None
     last_lr: float | None = None
-    probe_end: int | None = None
     _record: LossRecord | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
@@ -125,10 +111,6 @@ class EventLog:
         """The first event of `kind` from number `since` on, if any."""
         found = self.all(kind, since)
         return found[0] if found else None
-
-    def amend(self, kind: str, **values: Any) -> None:
-        """Completes the first event of `kind` with `values`."""
-        next(e for e in self._events if e["event"] == kind).update(values)
 
     def last(self) -> dict[str, Any]:
         """The latest event itself (not a copy), for its maker to complete."""

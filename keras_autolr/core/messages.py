@@ -25,16 +25,6 @@ def switch_line(
     step = event["step"]
     lr_min = event["minimum_lr"]
     lr_min_text = "n/a" if lr_min is None else f"{lr_min:.3g}"
-    if "probe_lrs" in event:
-        lrs = ", ".join(f"{lr:.3g}" for lr in event["probe_lrs"])
-        return (
-            f"AutoLR: warmup ended at step {step} (epoch "
-            f"{step // steps_per_epoch + 1}), "
-            f"{_HOW_WARMUP_ENDED[event['reason']]}. LR at the loss minimum "
-            f"{lr_min_text} (highest LR run {event['lr_before']:.3g}); "
-            f"probing LRs {lrs}, each held {event['probe_steps'][0]} steps "
-            f"and annealed over {event['probe_steps'][1]}."
-        )
     return (
         f"AutoLR: warmup ended at step {step} (epoch "
         f"{step // steps_per_epoch + 1}), {_HOW_WARMUP_ENDED[event['reason']]}"
@@ -42,21 +32,6 @@ def switch_line(
         f"{event['peak_lr']:.3g} (highest LR run {event['lr_before']:.3g}), "
         f"{settings.decay} to 0 over the remaining "
         f"{settings.total_steps - step} steps."
-    )
-
-
-def landing_line(event: dict[str, Any], events: list) -> str:
-    """The line printed when the probes of the landing LR end
-    (`verbose=1`): each probe's LR and loss, and the LR chosen."""
-    tried = ", ".join(
-        f"{e['lr']:.3g}: "
-        + ("n/a" if e["loss"] is None else f"{e['loss']:.4g}")
-        for e in events
-        if e["event"] == "probe"
-    )
-    return (
-        f"AutoLR: probes of the landing LR (LR: loss) {tried}; decay from "
-        f"{event['landing_lr']:.3g} at step {event['step']}."
     )
 
 

@@ -84,13 +84,6 @@ class Settings:
             sustains. An explosion lands at the smoothed minimum's LR, and
             at most at half the LR of the last step run. Defaults to `0.5`
             (the AutoWU reference: `1.0`).
-        probes: how many constant-LR probes choose the landing LR after
-            warmup (`keras_autolr.core.probes`): each runs about 2 % of the
-            budget from the weights put back at the switch, at LRs half a
-            decade apart below the highest LR the ramp ran, and the decay
-            starts from the LR whose loss fell furthest. `0` lands at
-            `landing` times the LR at the smoothed minimum. Defaults to
-            `0`.
         smoother: the GP of the test: `"numpy"` (an exact NumPy/SciPy GP,
             `MinimumDetector`) or `"tfp"` (TensorFlow Probability's,
             `TFPMinimumDetector`; `pip install "keras-autolr[tfp]"`).
@@ -127,7 +120,6 @@ class Settings:
     filters: bool = True
     smoother: str = "numpy"
     landing: float = 0.5
-    probes: int = 0
 
     def __post_init__(self) -> None:
         check.check_int("total_steps", self.total_steps, 2)
@@ -177,7 +169,6 @@ class Settings:
         check.check_bool("filters", self.filters)
         check.check_choice("smoother", self.smoother, SMOOTHERS)
         check.check_float("landing", self.landing, 0.0, 1.0, True)
-        check.check_int("probes", self.probes, 0)
         # Plain Python numbers, as `config()` and the saved states hold.
         object.__setattr__(self, "check_every", check_every)
         for name, kind in (
@@ -196,7 +187,6 @@ class Settings:
             ("min_bins", int),
             ("max_bins", int),
             ("landing", float),
-            ("probes", int),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 
@@ -256,5 +246,4 @@ AUTOWU: dict[str, Any] = {
     "act_at_once": True,
     "filters": False,
     "landing": 1.0,
-    "probes": 0,
 }

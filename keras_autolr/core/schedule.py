@@ -151,7 +151,6 @@ def autolr(
     total_steps: float,
     cooldown_steps: float,
     decay_start: Any = None,
-    decay_end: Any = None,
     xp: Any = np,
 ) -> Any:
     """The whole AutoLR schedule: ramp before `switch_step`, decay from it.
@@ -161,20 +160,17 @@ def autolr(
     ends warmup at the cap at the LR it has reached, as AutoWU does.
 
     The decay runs from `peak_lr` at `decay_start` (default: `switch_step`)
-    to 0 at `decay_end` (default: `total_steps`; a probe of the landing LR
-    ends earlier). A decay restarted after a rescue starts later than the
-    switch; the steps between are not described by this call.
+    to 0 at `total_steps`. A decay restarted after a rescue starts later
+    than the switch; the steps between are not described by this call.
     """
     if decay_start is None:
         decay_start = switch_step
-    if decay_end is None:
-        decay_end = total_steps
     step = xp.minimum(step, total_steps)
     warm = warmup_lr(
         warmup, step, min_lr=min_lr, max_lr=max_lr, ramp_steps=ramp_steps, xp=xp
     )
     cool = decay(
-        decay_kind, step, peak_lr, decay_start, decay_end, cooldown_steps, xp
+        decay_kind, step, peak_lr, decay_start, total_steps, cooldown_steps, xp
     )
     return xp.where(step < switch_step, warm, cool)
 
@@ -213,7 +209,6 @@ class Shape:
         switch_step: Any,
         peak_lr: Any,
         decay_start: Any = None,
-        decay_end: Any = None,
         xp: Any = np,
     ) -> Any:
         """`autolr` of this shape."""
@@ -229,7 +224,6 @@ class Shape:
             total_steps=self.total_steps,
             cooldown_steps=self.cooldown_steps,
             decay_start=decay_start,
-            decay_end=decay_end,
             xp=xp,
         )
 
@@ -244,17 +238,14 @@ class Shape:
             xp=xp,
         )
 
-    def decay_lr(
-        self, step: Any, peak_lr: Any, start: Any, end: Any = None, xp=np
-    ) -> Any:
-        """`decay` of this shape, from `peak_lr` at `start` to 0 at `end`
-        (default: `total_steps`)."""
+    def decay_lr(self, step: Any, peak_lr: Any, start: Any, xp: Any = np):
+        """`decay` of this shape, from `peak_lr` at `start`."""
         return decay(
             self.decay,
             xp.minimum(step, self.total_steps),
             peak_lr,
             start,
-            self.total_steps if end is None else end,
+            self.total_steps,
             self.cooldown_steps,
             xp=xp,
         )
@@ -284,10 +275,6 @@ class Decisions:
         self.switch_step = self.cap
         self.landing_lr = self.max_lr
         self.restarts: list[tuple[int, float]] = []  # (step, LR)
-        # (first step, first step of its anneal, step after the last, LR)
-        # of each probe.
-        self.probes: list[tuple[int, int, int, float]] = []
-        self.landed: int | None = None  # Where the probes ended.
         self.revision = 0
         self._cache: tuple[int, dict[float, float]] = (-1, {})
 
@@ -304,69 +291,21 @@ class Decisions:
             self.landing_lr = float(landing_lr)
             self.revision += 1
 
-    def probe(self, start: int, anneal: int, end: int, lr: float) -> None:
-        """Runs steps from `start` at the constant LR `lr`, then from
-        `anneal` decays it to 0 at `end` (a probe of the landing LR). A
-        probe still running at `start` ends there."""
-        self._end_probe(start)
-        self.probes.append((int(start), int(anneal), int(end), float(lr)))
-        self.revision += 1
-
-    def land(self, step: int, landing_lr: float) -> None:
-        """Ends the probes at `step`; the decay starts there from
-        `landing_lr`."""
-        self._end_probe(step)
-        self.landing_lr = float(landing_lr)
-        self.landed = int(step)
-        self.revision += 1
-
-    def _end_probe(self, step: int) -> None:
-        if self.probes and self.probes[-1][2] > step:
-            start, anneal, _, lr = self.probes[-1]
-            self.probes[-1] = (start, min(anneal, int(step)), int(step), lr)
-
     def restart(self, step: int, lr: float) -> None:
         """Restarts the decay at `step` from `lr`."""
         self.restarts.append((int(step), float(lr)))
         self.revision += 1
 
-    def _segments(self) -> list[tuple[int, float, int, int]]:
-        """What follows the switch, in order: `(first step, LR, first and
-        end step of its decay)` of each restart, probe and the landing
-        after the probes; each holds from its first step."""
-        total = int(self.shape.total_steps)
-        segments = [(s, lr, s, total) for s, lr in self.restarts]
-        segments += [(s, lr, a, e) for s, a, e, lr in self.probes]
-        if self.landed is not None:
-            landed = self.landed
-            segments.append((landed, self.landing_lr, landed, total))
-        # Stable: at one step a probe or the landing follows a restart.
-        return sorted(segments, key=lambda segment: segment[0])
-
     @property
     def decay_start(self) -> int:
-        """First step of the current decay: the switch, the last restart or
-        the end of the probe running (the landing after the probes)."""
-        segments = self._segments()
-        return segments[-1][2] if segments else self.switch_step
-
-    @property
-    def decay_end(self) -> int:
-        """Where the current decay reaches 0: the budget, or the end of
-        the probe running."""
-        segments = self._segments()
-        return segments[-1][3] if segments else int(self.shape.total_steps)
+        """First step of the current decay: the switch, or the last
+        restart."""
+        return self.restarts[-1][0] if self.restarts else self.switch_step
 
     @property
     def decay_lr(self) -> float:
         """LR at `decay_start`."""
-        segments = self._segments()
-        return segments[-1][1] if segments else self.landing_lr
-
-    @property
-    def probing(self) -> bool:
-        """Whether a probe is running (the landing LR is not chosen)."""
-        return bool(self.probes) and self.landed is None
+        return self.restarts[-1][1] if self.restarts else self.landing_lr
 
     def lr_at(self, step: Any) -> Any:
         """LR of step(s) `step` under the decisions made so far."""
@@ -386,8 +325,8 @@ class Decisions:
 
     def _lr_at(self, step: Any, xp: Any) -> Any:
         lr = self.shape.lr(step, self.switch_step, self.landing_lr, xp=xp)
-        for start, peak, decay_from, end in self._segments():
-            restarted = self.shape.decay_lr(step, peak, decay_from, end, xp=xp)
+        for start, peak in self.restarts:
+            restarted = self.shape.decay_lr(step, peak, start, xp=xp)
             lr = xp.where(step >= start, restarted, lr)
         return lr
 
@@ -396,8 +335,6 @@ class Decisions:
             "switch_step": self.switch_step,
             "peak_lr": self.landing_lr,
             "restarts": [list(r) for r in self.restarts],
-            "probes": [list(p) for p in self.probes],
-            "landed": self.landed,
             "revision": self.revision,
         }
 
@@ -405,11 +342,5 @@ class Decisions:
         self.switch_step = int(state["switch_step"])
         self.landing_lr = float(state["peak_lr"])
         self.restarts = [(int(s), float(p)) for s, p in state["restarts"]]
-        self.probes = [
-            (int(s), int(a), int(e), float(lr))
-            for s, a, e, lr in state.get("probes", [])
-        ]
-        landed = state.get("landed")
-        self.landed = None if landed is None else int(landed)
         self.revision = int(state["revision"])
         self._cache = (-1, {})

@@ -145,13 +145,11 @@ class ControllerViews:
             switch_step=decisions.switch_step,
             decay_start=decisions.decay_start,
             decay_lr=decisions.decay_lr,
-            decay_end=decisions.decay_end,
             revision=decisions.revision,
             tests_run=self._tests.tests_run,
             probability=self._tests.last_probability,
             lr_at_minimum=self._tests.minimum_lr,
             last_lr=float(self.lr_at(steps - 1)) if steps else None,
-            probe_end=self._probes.end if decisions.probing else None,
             _record=self._record,
             **decided,
         )

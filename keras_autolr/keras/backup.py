@@ -34,10 +34,6 @@ _WEIGHTS_PATTERN = re.compile(r"^autolr-weights-(\d{9})\.npz$")
 # The key of a saved state that names its weight copies: a list of steps,
 # `None` for a copy that was not taken.
 WEIGHT_STEPS = "weight_steps"
-# The key of a saved state that names the weight copies of the probes of
-# the landing LR: the step of the copy every probe starts from, and of the
-# chosen probe's (`None` where not taken).
-PROBE_STEPS = "probe_steps"
 # The key of a saved state that holds the size and SHA-256 of each copy it
 # names, by step.
 WEIGHT_FILES = "weight_files"
@@ -303,8 +299,7 @@ def _record_of(data: bytes) -> dict[str, Any]:
 
 
 def _weight_steps(state: dict[str, Any] | None) -> tuple[int | None, ...]:
-    state = state or {}
-    steps = [*(state.get(WEIGHT_STEPS) or ()), *(state.get(PROBE_STEPS) or ())]
+    steps = (state or {}).get(WEIGHT_STEPS) or ()
     return tuple(s for s in steps if s is None or isinstance(s, int))
 
 

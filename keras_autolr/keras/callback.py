@@ -146,12 +146,6 @@ class AutoLR(keras.callbacks.Callback):
         if check_every != "epoch":
             check.check_optional_int("check_every", check_every)
         check.check_bool("restore_weights", restore_weights)
-        if kwargs.get("probes") and not restore_weights:
-            raise ValueError(
-                "Argument `probes` needs `restore_weights=True`: every probe "
-                "of the landing LR starts from the same weights. Received: "
-                f"probes={kwargs['probes']!r}, restore_weights=False"
-            )
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.verbose = int(verbose)
@@ -308,10 +302,6 @@ class AutoLR(keras.callbacks.Callback):
         self._schedule.update(report, horizon=self._losses.horizon(report))
         if report.switch is not None:
             self._on_switch(report.switch)
-            if report.probe_end is not None and self.restore_weights:
-                self._weights.begin_probes(report.steps)
-        elif report.probe is not None:
-            self._on_probe(report.probe)
         elif report.rescue is not None:
             self._on_rescue(report.rescue)
         elif self.restore_weights and report.tested:
@@ -323,7 +313,7 @@ class AutoLR(keras.callbacks.Callback):
         if logs is not None:
             self._add_logs(logs, self.controller.steps - 1)
         self.epoch_log.add(self.controller.steps, logs)
-        if self.restore_weights and self._report.probe_end is None:
+        if self.restore_weights:
             self._weights.offer(self._report)
         if self._store is not None:
             state = self.controller.get_state()
@@ -435,15 +425,6 @@ class AutoLR(keras.callbacks.Callback):
         if self.verbose:
             settings = self.controller.settings
             line = messages.switch_line(event, settings, self._steps_per_epoch)
-            self._say(line, mid_epoch=True)
-
-    def _on_probe(self, event):
-        """A probe of the landing LR ended: the next starts from the
-        switch's weights; the last leaves those of the chosen probe."""
-        if self.restore_weights:
-            self._weights.after_probe(event)
-        if self.verbose and "landing_lr" in event:
-            line = messages.landing_line(event, self.controller.events)
             self._say(line, mid_epoch=True)
 
     def _on_rescue(self, event):

@@ -156,14 +156,11 @@ class StepLosses:
 
     def _read_point(self, report):
         """The next step, counted in the epoch, after which a decision
-        needs the losses: the next test point, the end of warmup, or the
-        end of a probe of the landing LR."""
+        needs the losses: the next test point, or the end of warmup."""
         fed = report.steps
         point = (fed // self.every + 1) * self.every
         if fed < report.switch_step:
             point = min(point, report.switch_step)
-        if report.probe_end is not None:
-            point = min(point, report.probe_end)
         return point - (fed - self._steps)
 
     def read_steps(self, start, end):

@@ -1,18 +1,17 @@
 """The in-graph form of the AutoLR schedule, evaluated every optimizer step.
 
 The ramp and the decay are computed on the device from the optimizer's step
-counter and five numbers: the switch step, where the current decay starts
-and where it reaches 0, its peak LR, and the step offset. The host changes
-them only when the controller changes a decision, so the LR follows the
-schedule step by step inside a `steps_per_execution` chunk, under
-`tf.distribute` strategies, `keras.distribution` and XLA, with no host op
-in the train step.
+counter and four numbers: the switch step, where the current decay starts,
+its peak LR, and the step offset. The host changes them only when the
+controller changes a decision, so the LR follows the schedule step by step
+inside a `steps_per_execution` chunk, under `tf.distribute` strategies,
+`keras.distribution` and XLA, with no host op in the train step.
 
 TensorFlow's compiled step and PyTorch's eager step read them from variables
 that the host writes. JAX's `fit` compiles the step as a pure function of
 the model's and the optimizer's state: any other variable is a constant of
 the compiled function, and a host write to it would be silently ignored.
-There the five numbers are constants of the step on purpose, and a change
+There the four numbers are constants of the step on purpose, and a change
 recompiles it (`AutoLR` does this): a few times per run, at the switch and
 at each rescue, which leaves the optimizer's variables, and so every
 checkpoint, as they are.
@@ -26,7 +25,7 @@ from keras import ops
 from keras_autolr.core import messages, schedule
 from keras_autolr.keras import compat
 
-_NAMES = ("switch_step", "decay_start", "decay_end", "peak_lr", "step_offset")
+_NAMES = ("switch_step", "decay_start", "peak_lr", "step_offset")
 
 
 class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -99,7 +98,6 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             # The current decay: the first one, or the restart after a
             # rescue.
             "decay_start": float(report.decay_start),
-            "decay_end": float(report.decay_end),
             "peak_lr": float(report.decay_lr),
         }
         deferred = (
@@ -151,10 +149,6 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self._read("decay_start")
 
     @property
-    def decay_end(self):
-        return self._read("decay_end")
-
-    @property
     def peak_lr(self):
         return self._read("peak_lr")
 
@@ -169,7 +163,6 @@ class AutoLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             switch_step=self.switch_step,
             peak_lr=self.peak_lr,
             decay_start=self.decay_start,
-            decay_end=self.decay_end,
             xp=ops,
         )
 

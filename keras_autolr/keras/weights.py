@@ -10,7 +10,7 @@ while the loss was at its lowest. `WeightSnapshot` is one such copy;
 import numpy as np
 
 from keras_autolr.keras import compat
-from keras_autolr.keras.backup import PROBE_STEPS, WEIGHT_FILES, WEIGHT_STEPS
+from keras_autolr.keras.backup import WEIGHT_FILES, WEIGHT_STEPS
 
 # During warmup, at most this many tests between two copies while the loss
 # falls (a copy at every test would cost more than the tests).
@@ -119,10 +119,6 @@ class WeightKeeper:
     pending one if none is. Host memory: up to three copies of the model
     and optimizer state.
 
-    While probes of the landing LR run, it keeps two more copies: the
-    weights every probe starts from (those put back at the switch) and
-    those at the end of the chosen probe so far.
-
     It decides from the controller's `Report`s, and never sees the
     controller.
 
@@ -137,8 +133,6 @@ class WeightKeeper:
         self.ramp_lr_at = ramp_lr_at
         self.ladder = []  # Confirmed copies, oldest first; at most 2.
         self.pending = WeightSnapshot(model)
-        self.probe_base = WeightSnapshot(model)
-        self.probe_choice = WeightSnapshot(model)
         self._tests_at_copy = 0
 
     @property
@@ -218,35 +212,9 @@ class WeightKeeper:
         chosen.restore()
         return chosen.step
 
-    def begin_probes(self, step):
-        """Keeps the current weights (those put back at the switch, at
-        `step`) for every probe to start from. The pending copy, taken
-        past the minimum, goes."""
-        self.pending.release()
-        self.probe_base.take(step)
-
-    def after_probe(self, event):
-        """Acts on the event of a probe that ended (`Report.probe`): keeps
-        the weights of a chosen probe, and puts back those the next step
-        starts from."""
-        then, step = event["then"], event["step"]
-        if then == "next" and event["chosen"]:
-            choice = WeightSnapshot(self.model)
-            if choice.take(step):
-                self.probe_choice.release()
-                self.probe_choice = choice
-        start = {"next": self.probe_base, "base": self.probe_base}
-        start["choice"] = self.probe_choice
-        copy = start.get(then)
-        if copy is not None and copy.taken:
-            copy.restore()
-        if then != "next":
-            self.probe_base.release()
-            self.probe_choice.release()
-
     @property
     def taken(self):
-        return bool(self.ladder) or self.pending.taken or self.probe_base.taken
+        return bool(self.ladder) or self.pending.taken
 
     def save(self, store):
         """Writes the copies to the `StateStore` `store`; returns the
@@ -259,8 +227,7 @@ class WeightKeeper:
             OSError: a copy could not be written.
         """
         files = {}
-        probes = (self.probe_base, self.probe_choice)
-        for snapshot in (*self.ladder, self.pending, *probes):
+        for snapshot in (*self.ladder, self.pending):
             if snapshot.taken:
                 record = store.save_weights(snapshot.step, snapshot.values)
                 files[str(snapshot.step)] = record
@@ -268,7 +235,6 @@ class WeightKeeper:
         steps = [c.step for c in self.ladder] + [pending]
         return {
             WEIGHT_STEPS: steps,
-            PROBE_STEPS: [c.step if c.taken else None for c in probes],
             WEIGHT_FILES: files,
             COPY_TEST: self._tests_at_copy,
         }
@@ -284,21 +250,21 @@ class WeightKeeper:
         """
         files = state.get(WEIGHT_FILES) or {}
         copies = []
-        steps = state.get(WEIGHT_STEPS) or [None]
-        for step in [*steps, *(state.get(PROBE_STEPS) or [None, None])]:
+        for step in state.get(WEIGHT_STEPS) or [None]:
+            if step is None:
+                copies.append(None)
+                continue
+            values = store.load_weights(step, files.get(str(step)))
             snapshot = WeightSnapshot(self.model)
-            if step is not None:
-                values = store.load_weights(step, files.get(str(step)))
-                snapshot.load(step, values)
+            snapshot.load(step, values)
             copies.append(snapshot)
-        *ladder, pending, self.probe_base, self.probe_choice = copies
-        self.ladder = [c for c in ladder if c.taken]
-        self.pending = pending
+        *ladder, pending = copies
+        self.ladder = [c for c in ladder if c is not None]
+        self.pending = pending or WeightSnapshot(self.model)
         self._tests_at_copy = int(state.get(COPY_TEST, 0))
 
     def release(self):
-        probes = (self.probe_base, self.probe_choice)
-        for snapshot in (*self.ladder, self.pending, *probes):
+        for snapshot in (*self.ladder, self.pending):
             snapshot.release()
         self.ladder = []
 

@@ -9,30 +9,12 @@ from keras_autolr.core.controller import AutoLRController
 def test_pack_then_unpack_gives_back_each_part():
     config = AutoLRController(total_steps=600).get_config()
     parts = dict(
-        record={"a": 1},
-        plan=[2],
-        warmup=None,
-        check_mark=7,
-        events=[],
-        probes={"b": 3},
+        record={"a": 1}, plan=[2], warmup=None, check_mark=7, events=[]
     )
     state = json.loads(json.dumps(checkpoint.pack(config, **parts)))
     assert state["format"] == checkpoint.FORMAT
     assert checkpoint.config_of(state) == config
     assert checkpoint.unpack(state, config) == parts
-
-
-def test_a_state_saved_before_the_probes_option_resumes_without_probes():
-    ctl = AutoLRController(total_steps=600, background=False)
-    for _ in range(50):
-        ctl.step(1.0)
-    state = json.loads(json.dumps(ctl.get_state()))
-    del state["config"]["probes"], state["probes"]
-    resumed = AutoLRController.from_state(state)
-    assert resumed.settings.probes == 0
-    assert resumed.get_state()["record"] == ctl.get_state()["record"]
-    with pytest.raises(ValueError, match="'probes': \\(4, 0\\)"):
-        AutoLRController(total_steps=600, probes=4).set_state(state)
 
 
 def test_a_state_of_other_settings_is_refused_naming_each_difference():

@@ -214,54 +214,10 @@ def test_decisions_state_keeps_the_0_2_keys_and_round_trips():
         "switch_step": 250,
         "peak_lr": 0.01,
         "restarts": [[600, 0.003]],
-        "probes": [],
-        "landed": None,
         "revision": 2,
     }
     clone = make_decisions()
-    # A state saved before the probes existed lacks their keys.
-    clone.set_state(
-        {k: v for k, v in state.items() if k not in ("probes", "landed")}
-    )
+    clone.set_state(state)
     steps = np.arange(1001)
     np.testing.assert_array_equal(clone.lr_at(steps), decisions.lr_at(steps))
     assert clone.get_state() == decisions.get_state()
-
-
-def test_probes_hold_then_anneal_each_lr_then_the_decay_starts_after():
-    decisions = make_decisions()
-    decisions.switch(250, 0.01)
-    decisions.probe(250, 270, 280, 0.03)
-    assert decisions.probing
-    # What the in-graph schedule evaluates: the probe's LR, then its anneal.
-    assert (decisions.decay_start, decisions.decay_end) == (270, 280)
-    assert decisions.decay_lr == 0.03
-    decisions.probe(280, 300, 310, 0.01)
-    decisions.probe(310, 330, 340, 0.003)
-    decisions.land(335, 0.01)  # The last probe ended early.
-    assert not decisions.probing and decisions.landing_lr == 0.01
-    assert (decisions.decay_start, decisions.decay_lr) == (335, 0.01)
-    assert decisions.decay_end == 1000
-    lrs = decisions.lr_at(np.arange(1001))
-    shape = decisions.shape
-    for start, anneal, end, lr in (
-        (250, 270, 280, 0.03),
-        (280, 300, 310, 0.01),
-    ):
-        np.testing.assert_array_equal(lrs[start:anneal], lr)
-        steps = np.arange(anneal, end, dtype=float)
-        np.testing.assert_allclose(
-            lrs[anneal:end], lr * (1 - (steps - anneal) / (end - anneal))
-        )
-    np.testing.assert_array_equal(lrs[310:330], 0.003)
-    expected = shape.decay_lr(np.arange(335, 1001.0), 0.01, 335)
-    np.testing.assert_allclose(lrs[335:], expected, rtol=1e-12)
-    np.testing.assert_array_equal(lrs[:250], shape.warmup_lr(np.arange(250.0)))
-    assert all(decisions.lr_at(s) == lrs[s] for s in (250, 275, 334, 700))
-    decisions.restart(600, 0.004)  # A rescue after the landing.
-    assert (decisions.decay_start, decisions.decay_lr) == (600, 0.004)
-    clone = make_decisions()
-    clone.set_state(json.loads(json.dumps(decisions.get_state())))
-    np.testing.assert_array_equal(
-        clone.lr_at(np.arange(1001)), decisions.lr_at(np.arange(1001))
-    )
