@@ -12,6 +12,9 @@ users train on each.
 - `mnist1d`: MNIST-1D (`mnist1d`, generated locally and cached); a 1-D
   CNN; test accuracy.
 
+`tasks_more.py` adds five more (`reviews`, `vit`, `glyphs`, `chem97`,
+`finetune`) to the same registry.
+
 Each task is a `Task`: its data loader, its model builder, its loss and its
 evaluation, and the budget and LR grids of the full and quick suites. Data
 loaders return a dict of NumPy arrays plus what evaluation needs (e.g. the
@@ -112,15 +115,8 @@ def load_lm(cache_dir, chars=None, seq_len=64):
     lookup = {c: i for i, c in enumerate(vocab)}
     tokens = np.array([lookup[c] for c in text], "int32")
     split = int(0.9 * len(tokens))
-
-    def windows(part):
-        num = (len(part) - 1) // seq_len
-        starts = np.arange(num) * seq_len
-        idx = starts[:, None] + np.arange(seq_len + 1)
-        seqs = part[idx]
-        return seqs[:, :-1], seqs[:, 1:]
-
-    (x, y), (x_test, y_test) = windows(tokens[:split]), windows(tokens[split:])
+    x, y = char_windows(tokens[:split], seq_len)
+    x_test, y_test = char_windows(tokens[split:], seq_len)
     return {
         "x": x,
         "y": y,
@@ -131,6 +127,15 @@ def load_lm(cache_dir, chars=None, seq_len=64):
     }
 
 
+def char_windows(tokens, seq_len):
+    """Inputs and next-character targets of the windows of `seq_len + 1`
+    tokens at stride `seq_len`."""
+    num = (len(tokens) - 1) // seq_len
+    idx = (np.arange(num) * seq_len)[:, None] + np.arange(seq_len + 1)
+    seqs = tokens[idx]
+    return seqs[:, :-1], seqs[:, 1:]
+
+
 def load_digits(cache_dir, test_fraction=0.2):
     """The 1,797 UCI 8x8 handwritten digits of scikit-learn, pixel values
     scaled to [0, 1], split by a fixed permutation (seed 0)."""
@@ -138,7 +143,7 @@ def load_digits(cache_dir, test_fraction=0.2):
 
     x, y = sk_digits(return_X_y=True)
     x = (x / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    return _split(x, y.astype("int32"), test_fraction)
+    return split_rows(x, y.astype("int32"), test_fraction)
 
 
 DIAMONDS_CATEGORIES = {
@@ -168,7 +173,7 @@ def load_diamonds(cache_dir, rows=None, test_fraction=0.2):
         columns += [(values == level).astype("float64") for level in levels]
     x = np.stack(columns, axis=1)
     y = frame["price"].to_numpy("float64")
-    data = _split(x, y, test_fraction, rows)
+    data = split_rows(x, y, test_fraction, rows)
     num = len(DIAMONDS_NUMERIC)
     mean, std = data["x"][:, :num].mean(0), data["x"][:, :num].std(0)
     for key in ("x", "x_test"):
@@ -192,7 +197,7 @@ def load_mnist1d(cache_dir, train_size=40_000, test_size=10_000, seed=42):
     num_samples = 10 * math.ceil((train_size + test_size) / 10)
     path = Path(cache_dir) / f"mnist1d-n{num_samples}-seed{seed}.npz"
     if not path.exists():
-        _generate_mnist1d(path, num_samples, seed)
+        generate_mnist1d(path, num_samples, seed)
     with np.load(path) as arrays:
         x, y = arrays["x"][..., None], arrays["y"]
     end = train_size + test_size
@@ -204,7 +209,9 @@ def load_mnist1d(cache_dir, train_size=40_000, test_size=10_000, seed=42):
     }
 
 
-def _generate_mnist1d(path, num_samples, seed):
+def generate_mnist1d(path, num_samples, seed, **changes):
+    """MNIST-1D with `mnist1d`'s default arguments but the sample count,
+    the seed and `changes`, saved to `path` (x, y)."""
     import matplotlib
 
     matplotlib.use("Agg")  # mnist1d imports pyplot.
@@ -214,6 +221,8 @@ def _generate_mnist1d(path, num_samples, seed):
     args = get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
+    for name, value in changes.items():
+        setattr(args, name, value)
     data = make_dataset(args)
     # The generator shuffles, then splits at `train_split`; we split again.
     x = np.concatenate([data["x"], data["x_test"]]).astype("float32")
@@ -226,7 +235,9 @@ def _generate_mnist1d(path, num_samples, seed):
     os.replace(tmp, path)
 
 
-def _split(x, y, test_fraction, rows=None):
+def split_rows(x, y, test_fraction, rows=None):
+    """Train and test rows of a fixed permutation (seed 0); `rows` keeps
+    its first rows."""
     order = np.random.default_rng(0).permutation(len(x))
     if rows:
         order = order[:rows]
@@ -252,16 +263,24 @@ def build_lm(data, seq_len=64, dim=64, heads=4, layers=2):
     tokens = keras.Input((seq_len,), dtype="int32")
     h = position_table()(kl.Embedding(vocab, dim)(tokens))
     for _ in range(layers):
-        a = kl.LayerNormalization(epsilon=1e-5)(h)
-        a = kl.MultiHeadAttention(heads, dim // heads)(
-            a, a, use_causal_mask=True
-        )
-        h = h + a
-        m = kl.LayerNormalization(epsilon=1e-5)(h)
-        m = kl.Dense(4 * dim, activation="gelu")(m)
-        h = h + kl.Dense(dim)(m)
+        h = transformer_block(h, heads, causal=True)
     h = kl.LayerNormalization(epsilon=1e-5)(h)
     return keras.Model(tokens, kl.Dense(vocab)(h))
+
+
+def transformer_block(h, heads, causal):
+    """One pre-LN block on `(batch, positions, dim)`: self-attention of
+    `heads` heads, then a 4x GELU MLP, each after a LayerNormalization and
+    added back."""
+    from keras import layers as kl
+
+    dim = h.shape[-1]
+    a = kl.LayerNormalization(epsilon=1e-5)(h)
+    a = kl.MultiHeadAttention(heads, dim // heads)(a, a, use_causal_mask=causal)
+    h = h + a
+    m = kl.LayerNormalization(epsilon=1e-5)(h)
+    m = kl.Dense(4 * dim, activation="gelu")(m)
+    return h + kl.Dense(dim)(m)
 
 
 def position_table():
@@ -457,3 +476,7 @@ TASKS = {
         ),
     )
 }
+
+# Five more tasks (`tasks_more.py`) add themselves to the registry; that
+# module imports from this one, so it comes last.
+import benchmarks.tasks_more  # noqa: E402, F401

