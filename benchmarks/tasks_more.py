@@ -427,7 +427,7 @@ tasks.TASKS.update(
             metric="test_accuracy",
             higher_is_better=True,
             full=Budget(3, (32, 128)),
-            quick=Budget(2, (128,), {"train_size": 1_024, "test_size": 256}),
+            quick=Budget(3, (128,), {"train_size": 1_024, "test_size": 256}),
             adamp_lrs=LRS_MID,
             lamb_lrs=LRS_MID,
         ),
@@ -439,7 +439,7 @@ tasks.TASKS.update(
             metric="test_accuracy",
             higher_is_better=True,
             full=Budget(12, (256, 1024)),
-            quick=Budget(2, (512,), {"rows": 6_000}),
+            quick=Budget(3, (512,), {"rows": 6_000}),
             adamp_lrs=LRS_LOWER,
             lamb_lrs=LRS_LOW,
         ),
@@ -453,7 +453,7 @@ tasks.TASKS.update(
             higher_is_better=True,
             full=Budget(40, (32, 128), {"train_size": 1_000}),
             quick=Budget(
-                2,
+                3,
                 (128,),
                 {
                     "train_size": 1_000,
