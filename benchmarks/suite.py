@@ -147,6 +147,12 @@ def parse_args(argv=None):
         type=parse_names(METHODS),
         help="run these methods again even where recorded",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report of the runs recorded so far "
+        "(cells whose runs are missing are reported as such)",
+    )
     parser.add_argument("--seeds", type=parse_ints, help="seeds (0,1,2)")
     parser.add_argument(
         "--autolr-options",
@@ -279,9 +285,11 @@ def main(argv=None):
     runner = make_runner(args, settings, progress, fps)
     try:
         fixed = plan_fixed(settings, methods, args.autolr_options)
-        runner.run("single runs and grids", fixed)
+        if not args.report_only:
+            runner.run("single runs and grids", fixed)
         reruns = plan_reruns(settings, methods, runner.done)
-        runner.run("best-cell reruns", reruns)
+        if not args.report_only:
+            runner.run("best-cell reruns", reruns)
     except KeyboardInterrupt:
         print(
             f"Interrupted: {len(runner.done)} runs are saved in {progress}; "

@@ -200,6 +200,16 @@ def test_rerun_resumes_without_training(quick):
     ]
 
 
+def test_report_only_runs_nothing_and_reports_what_is_recorded(tmp_path):
+    result = run_quick(tmp_path, "--report-only")
+    assert "to do" not in result.stdout
+    progress = tmp_path / "suite.progress.jsonl"
+    assert not progress.exists() or not progress.read_text()
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert report["runs"] == []
+    assert "## " in (tmp_path / "suite.md").read_text()
+
+
 def test_a_candidate_default_is_recorded_apart_and_compared(quick, tmp_path):
     """`--autolr-options` runs the AutoLR methods with other options, keeps
     their records apart from the default runs, and shows them beside them
