@@ -30,7 +30,7 @@ BENCHMARKS_README = ROOT / "benchmarks" / "README.md"
 SECTIONS = (
     (
         "suite",
-        "The suite: four tasks, AutoLR versus tuned grids",
+        "The suite: AutoLR versus tuned grids",
         ("Summary", "Verdicts", "Candidate defaults against the goals", "Run"),
     ),
     ("switch_ceiling", "The best switch decision, in hindsight", None),
