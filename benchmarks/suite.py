@@ -297,8 +297,13 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
+    plan_runs = {}
+    for spec in [*fixed, *reruns]:
+        cell = f"{spec['task']}|{spec['batch_size']}"
+        plan_runs[cell] = plan_runs.get(cell, 0) + 1
     meta = {
         "benchmark": NAME,
+        "plan_runs": plan_runs,
         "command": command_line(),
         "started": started,
         "wall_time_s": round(time.perf_counter() - start, 1),

@@ -167,6 +167,7 @@ def write_markdown(path, meta, settings, runs, summary, rows, halves):
         f"- Wall time of this invocation: {meta['wall_time_s']:.0f} s; sum "
         f"of the run times: {meta['sum_run_wall_time_s']:.0f} s over "
         f"{meta['num_runs']} runs.",
+        *_plan_line(meta),
         *[
             f"- {task}, B={b}: median {t['wall_s']:.1f} s wall, "
             f"{t['cpu_s']:.1f} s CPU per run"
@@ -178,6 +179,23 @@ def write_markdown(path, meta, settings, runs, summary, rows, halves):
         "",
     ]
     path.write_text("\n".join(parts))
+
+
+def _plan_line(meta):
+    if not meta.get("plan_num_runs"):
+        return []
+    workers = meta["environment"].get("workers", 1)
+    hours = meta["plan_wall_time_s"] / 3600 / workers
+    text = (
+        f"- The whole plan: {meta['plan_num_runs']} runs; at the medians "
+        f"below, {hours:.1f} h with {workers} worker(s)"
+    )
+    missing = meta["plan_unmeasured"]
+    if missing:
+        text += (
+            f", leaving out the cells with no run yet ({', '.join(missing)})"
+        )
+    return [text + "."]
 
 
 def _summary_section(settings, summary):
@@ -544,6 +562,20 @@ def write_plot(path, settings, summary):
     plt.close(fig)
 
 
+def plan_time(plan_runs, medians):
+    """The wall time of the whole plan at the measured medians: the runs of
+    each `task|batch size` of `plan_runs` times its median, summed over
+    the cells measured; and the cells not measured yet."""
+    measured = {k: n for k, n in plan_runs.items() if k in medians}
+    return {
+        "plan_num_runs": sum(plan_runs.values()),
+        "plan_wall_time_s": round(
+            sum(n * medians[k]["wall_s"] for k, n in measured.items()), 1
+        ),
+        "plan_unmeasured": sorted(set(plan_runs) - set(measured)),
+    }
+
+
 def median_run_times(runs):
     """Median wall and CPU seconds per run, by `task|batch size`."""
     times = {}
@@ -576,6 +608,7 @@ def write_report(out, name, meta, settings, runs, records):
         **meta,
         "sum_run_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
         "num_runs": len(runs),
+        **plan_time(meta.get("plan_runs", {}), medians),
     }
     payload = {
         **meta,
