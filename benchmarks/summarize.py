@@ -31,7 +31,7 @@ SECTIONS = (
     (
         "suite",
         "The suite: AutoLR versus tuned grids",
-        ("Summary", "Verdicts", "Candidate defaults against the goals", "Run"),
+        ("Summary", "Candidate defaults against the goals", "Run"),
     ),
     ("switch_ceiling", "The best switch decision, in hindsight", None),
     ("replay", "AutoLR's trajectory replayed as fixed schedules", ()),

@@ -277,7 +277,9 @@ def test_summarize_copies_suite_summary_and_the_results(tmp_path):
     # The README: the suite's summary table and its sentence, no more.
     top = section(readme)
     assert "stale" not in top
-    assert len(first_table) == 2 + 8  # Header, rule, 4 tasks x 2 batches.
+    settings = json.loads((results / "suite.json").read_text())["settings"]
+    cells = sum(len(t["batch_sizes"]) for t in settings["tasks"].values())
+    assert len(first_table) == 2 + cells  # Header, rule, task x batch.
     for line in first_table:
         assert line in top.splitlines()
     assert "Means over seeds" in top and "(benchmarks/results/suite.md)" in top
@@ -302,8 +304,10 @@ def test_summarize_copies_suite_summary_and_the_results(tmp_path):
         assert f"From [`results/{name}.md`](results/{name}.md)" in full
     for name in ("suite", "replay"):
         assert f"Excerpt of [`results/{name}.md`]" in full
-    assert "\n#### Verdicts\n" in full and "\n## Verdicts" not in full
-    assert "\n#### Grids\n" not in full  # Left in suite.md.
+    assert "\n#### Summary\n" in full and "\n## Summary" not in full
+    # Left in suite.md: the verdicts of each half, the grids.
+    assert "\n#### Verdicts\n" not in full
+    assert "\n#### Grids\n" not in full
     assert "lm, B=32, adamp" not in full  # replay.md's tables too.
     assert full.count("\n### ") == len(whole) + 2 + 1
     # The retired quality benchmark, from its JSON: one row per method.
