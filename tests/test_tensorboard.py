@@ -64,9 +64,9 @@ def run(request, tmp_path_factory):
     return autolr.controller, request.param, log_dir
 
 
-def read_scalars(directory):
-    """`{tag: {step: value}}` of the scalars in the event files there."""
-    scalars = {}
+def summary_values(directory, plugin):
+    """`(event, value)` of each summary value of `plugin` ("scalars",
+    "images") in the event files there."""
     for name in sorted(os.listdir(directory)):
         if not name.startswith("events.out.tfevents."):
             continue
@@ -74,27 +74,26 @@ def read_scalars(directory):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "scalars":
-                    scalars.setdefault(value.tag, {})[event.step] = float(
-                        tf.make_ndarray(value.tensor)
-                    )
+                if value.metadata.plugin_data.plugin_name == plugin:
+                    yield event, value
+
+
+def read_scalars(directory):
+    """`{tag: {step: value}}` of the scalars in the event files there."""
+    scalars = {}
+    for event, value in summary_values(directory, "scalars"):
+        scalar = float(tf.make_ndarray(value.tensor))
+        scalars.setdefault(value.tag, {})[event.step] = scalar
     return scalars
 
 
 def read_images(directory):
     """`{tag: {step: PNG bytes}}` of the images in the event files there."""
     images = {}
-    for name in sorted(os.listdir(directory)):
-        if not name.startswith("events.out.tfevents."):
-            continue
-        path = os.path.join(directory, name)
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "images":
-                    # Width, height, then the encoded images.
-                    (png,) = value.tensor.string_val[2:]
-                    images.setdefault(value.tag, {})[event.step] = png
+    for event, value in summary_values(directory, "images"):
+        # Width, height, then the encoded images.
+        (png,) = value.tensor.string_val[2:]
+        images.setdefault(value.tag, {})[event.step] = png
     return images
 
 
