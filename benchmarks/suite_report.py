@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from benchmarks.common import describe_environment, fmt
+from benchmarks.suite_fit import training_loss_rows, training_loss_section
 from benchmarks.suite_plan import (
     ALTERNATIVES,
     AUTOLR,
@@ -114,7 +115,7 @@ def metric_unit(task):
     }[kind]
 
 
-def write_markdown(path, meta, settings, runs, summary, rows, halves):
+def write_markdown(path, meta, settings, runs, summary, rows, halves, fit_rows):
     seeds = settings["seeds"]
     parts = [
         "# Suite: AutoLR versus a tuned grid and zero-tuning alternatives",
@@ -157,6 +158,8 @@ def write_markdown(path, meta, settings, runs, summary, rows, halves):
         lines = [f"- {verdict_text(v)}" for v in half["verdicts"]]
         parts += ["", _half_heading(half), "", *lines]
     parts += ["", *_overshoot_section(rows), ""]
+    fit = training_loss_section(fit_rows, show_metric)
+    parts += [*fit, ""] if fit else []
     parts += _grid_tables(settings, runs)
     parts += ["## Policy", "", *[f"- {k}: {v}" for k, v in POLICY.items()]]
     parts += [
@@ -604,6 +607,7 @@ def write_report(out, name, meta, settings, runs, records):
     history = autolr_history(settings, records)
     candidates = candidate_goals(settings, summary, runs, records)
     halves = by_half(settings, summary, runs, records)
+    fit_rows = training_loss_rows(settings, runs, summary)
     meta = {
         **meta,
         "sum_run_wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
@@ -626,12 +630,20 @@ def write_report(out, name, meta, settings, runs, records):
         "candidates": candidates,
         "halves": halves,
         "autolr_history": history,
+        "training_loss": fit_rows,
         "runs": runs,
     }
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     meta["median_run_s"] = {tuple(k.split("|")): v for k, v in medians.items()}
     write_markdown(
-        out / f"{name}.md", meta, settings, runs, summary, rows, halves
+        out / f"{name}.md",
+        meta,
+        settings,
+        runs,
+        summary,
+        rows,
+        halves,
+        fit_rows,
     )
     extra = _candidates_section(halves)
     if history:

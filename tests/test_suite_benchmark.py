@@ -126,6 +126,48 @@ def test_autolr_runs_report_the_overshoot(quick):
     assert len(report["verdicts"]) == 4
 
 
+def test_the_training_loss_is_set_beside_the_grids_cells(quick):
+    """Each row's cells and ratios, recomputed from the recorded runs."""
+    out, _, report = quick
+    runs = report["runs"]
+    rows = report["training_loss"]
+    assert len(rows) == 4  # 2 tasks x 1 batch size x 2 optimizers.
+    for row in rows:
+        task, b = row["task"], row["batch_size"]
+        grid = [
+            r
+            for r in runs
+            if r["task"] == task
+            and r["batch_size"] == b
+            and r["method"] == "grid_" + row["method"].split("_")[1]
+            and r["seed"] == 0
+        ]
+        ours = [
+            r["final_train_loss"]
+            for r in runs
+            if r["task"] == task
+            and r["batch_size"] == b
+            and r["method"] == row["method"]
+        ]
+        trained = [r for r in grid if r["final_train_loss"] is not None]
+        losses = [r["final_train_loss"] for r in trained]
+        lowest = trained[losses.index(min(losses))]
+        metric = METRIC[task]
+        pick = max if task == "digits" else min
+        best = pick(grid, key=lambda r: r[metric])
+        assert row["lowest_train_loss"] == min(losses)
+        assert row["lowest_peak_lr"] == lowest["peak_lr"]
+        assert row["best_peak_lr"] == best["peak_lr"]
+        assert row["best_metric"] == best[metric]
+        assert row["autolr_train_loss"] == pytest.approx(sum(ours) / len(ours))
+        assert row["autolr_over_lowest"] == pytest.approx(
+            row["autolr_train_loss"] / min(losses)
+        )
+    text = (out / "suite.md").read_text()
+    assert "## Training loss against the metric" in text
+    assert f"of {len(rows)} cells the grid's best cell by the metric" in text
+
+
 def test_the_defaults_are_judged_against_the_goals(quick):
     """The first row of the candidates' table counts the verdicts and the
     overshoots of the report's own AutoLR runs."""
