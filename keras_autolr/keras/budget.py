@@ -1,9 +1,10 @@
 """The schedule that one `fit` gets: its budget, and the controller for it.
 
-`AutoLR` plans its budget from its own arguments and from what `fit`
-reports (`budget`), then builds the controller for that budget and the
-model's `steps_per_execution` (`make_controller`): tests where a bin and a
-chunk both end, and bins of one chunk where the loss comes from the logs.
+`AutoLR` checks its arguments when it is made (`check_arguments`), plans
+its budget from them and from what `fit` reports (`budget`), then builds
+the controller for that budget and the model's `steps_per_execution`
+(`make_controller`): tests where a bin and a chunk both end, and bins of
+one chunk where the loss comes from the logs.
 """
 
 import math
@@ -11,6 +12,7 @@ import warnings
 
 import keras
 
+from keras_autolr.core import checks as check
 from keras_autolr.core import messages, options
 from keras_autolr.core.controller import AutoLRController
 
@@ -25,6 +27,47 @@ CALLBACK_OPTIONS = tuple(
 
 # Warn when no test can run before this fraction of the warmup ramp.
 _LATE_TEST = 0.25
+
+
+def check_arguments(
+    kwargs, epochs, steps_per_epoch, verbose, monitor, check_every
+):
+    """Checks `AutoLR`'s arguments, and its controller options `kwargs`
+    on a controller built for a probe budget; returns a copy of `kwargs`.
+
+    Raises:
+        TypeError: for an option `AutoLR` does not take.
+        ValueError: naming the argument and the value received.
+    """
+    unknown = sorted(set(kwargs) - set(CALLBACK_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
+            f"Valid options: {list(CALLBACK_OPTIONS)}"
+        )
+    check.check_optional_int("epochs", epochs)
+    check.check_optional_int("steps_per_epoch", steps_per_epoch)
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(
+            "Argument `verbose` must be 0, 1 or 2. "
+            f"Received: verbose={verbose!r}"
+        )
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(
+            "Argument `monitor` must be a non-empty string. "
+            f"Received: monitor={monitor!r}"
+        )
+    if check_every != "epoch":
+        check.check_optional_int("check_every", check_every)
+    make_controller(
+        kwargs,
+        check_every,
+        monitor,
+        epochs or 100,
+        steps_per_epoch or 1000,
+        probe=True,
+    )
+    return dict(kwargs)
 
 
 def budget(params, epochs, steps_per_epoch):

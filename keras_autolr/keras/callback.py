@@ -125,27 +125,11 @@ class AutoLR(keras.callbacks.Callback):
         **kwargs,
     ):
         super().__init__()
-        unknown = sorted(set(kwargs) - set(budget.CALLBACK_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"Unrecognized keyword arguments passed to AutoLR: {unknown}. "
-                f"Valid options: {list(budget.CALLBACK_OPTIONS)}"
-            )
-        check.check_optional_int("epochs", epochs)
-        check.check_optional_int("steps_per_epoch", steps_per_epoch)
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(
-                "Argument `verbose` must be 0, 1 or 2. "
-                f"Received: verbose={verbose!r}"
-            )
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(
-                "Argument `monitor` must be a non-empty string. "
-                f"Received: monitor={monitor!r}"
-            )
-        if check_every != "epoch":
-            check.check_optional_int("check_every", check_every)
         check.check_bool("restore_weights", restore_weights)
+        # Fails now, not at the first fit, on a bad argument.
+        controller_options = budget.check_arguments(
+            kwargs, epochs, steps_per_epoch, verbose, monitor, check_every
+        )
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.verbose = int(verbose)
@@ -153,16 +137,7 @@ class AutoLR(keras.callbacks.Callback):
         self.check_every = check_every
         self.backup_dir = None if backup_dir is None else str(backup_dir)
         self.restore_weights = restore_weights
-        self.controller_options = dict(kwargs)
-        # Fails now, not at the first fit, on a bad option value.
-        budget.make_controller(
-            kwargs,
-            check_every,
-            monitor,
-            epochs or 100,
-            steps_per_epoch or 1000,
-            probe=True,
-        )
+        self.controller_options = controller_options
         self.controller = None
         self.epoch_log = EpochLog()
         self._replanned_from = None

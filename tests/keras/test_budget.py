@@ -45,3 +45,18 @@ def test_the_callback_passes_every_controller_option_through():
 def test_unknown_options_are_refused_by_name():
     with pytest.raises(TypeError, match="'min_lrr'"):
         AutoLR(min_lrr=1e-3)
+
+
+def test_arguments_are_checked_before_any_fit():
+    options = {"min_lr": 1e-3}
+    checked = budget.check_arguments(options, 3, None, 1, "loss", "epoch")
+    assert checked == options and checked is not options
+    with pytest.raises(TypeError, match="'min_lrr'"):
+        budget.check_arguments({"min_lrr": 1}, 3, None, 1, "loss", None)
+    with pytest.raises(ValueError, match="verbose=3"):
+        budget.check_arguments({}, 3, None, 3, "loss", None)
+    with pytest.raises(ValueError, match="monitor=''"):
+        budget.check_arguments({}, 3, None, 1, "", None)
+    with pytest.raises(ValueError, match="max_lr"):
+        # An option value out of range, caught by the probe controller.
+        budget.check_arguments({"max_lr": -1.0}, 3, None, 1, "loss", None)
