@@ -25,6 +25,9 @@ from benchmarks.suite_plan import (
 )
 from benchmarks.suite_stats import median_of
 
+# The goal on the landing LR: within this factor of a grid's peak.
+LANDING_WITHIN = 3.0
+
 
 def training_loss_rows(settings, runs, summary):
     """One row per task, batch size and AutoLR method whose grid is run."""
@@ -43,17 +46,18 @@ def training_loss_rows(settings, runs, summary):
                 ]
                 if not done or any(r is None for r in done):
                     continue
-                ours = [
-                    r["final_train_loss"]
+                mine = [
+                    r
                     for r in runs
                     if r["task"] == task
                     and r["batch_size"] == b
                     and r["method"] == method
                 ]
-                rows.append(
-                    _row(task, b, method, info["metric"], sign, ours, done)
-                    | {"autolr_metric": cells[method]["mean"]}
-                )
+                ours = [r["final_train_loss"] for r in mine]
+                row = _row(task, b, method, info["metric"], sign, ours, done)
+                row["autolr_metric"] = cells[method]["mean"]
+                row["landing_lrs"] = [r.get("autolr_peak_lr") for r in mine]
+                rows.append(row)
     return rows
 
 
@@ -80,6 +84,11 @@ def _row(task, b, method, metric, sign, ours, grid):
         "autolr_over_lowest": _ratio(autolr, floor),
         "best_over_lowest": _ratio(best["final_train_loss"], floor),
     }
+
+
+def _within(lr, peak, factor):
+    """`lr` within `factor` of `peak`, either side."""
+    return lr is not None and peak / factor <= lr <= peak * factor
 
 
 def _ratio(value, floor):
@@ -120,6 +129,15 @@ def training_loss_section(rows, show):
             f"{fmt(r['best_over_lowest'], '.3g')} |"
         )
     apart = [r for r in rows if r["best_peak_lr"] != r["lowest_peak_lr"]]
+    near = {
+        cell: sum(
+            _within(lr, r[f"{cell}_peak_lr"], LANDING_WITHIN)
+            for r in rows
+            for lr in r["landing_lrs"]
+        )
+        for cell in ("best", "lowest")
+    }
+    landings = sum(len(r["landing_lrs"]) for r in rows)
     out += [
         "",
         f"On {len(apart)} of {len(rows)} cells the grid's best cell by the "
@@ -128,6 +146,9 @@ def training_loss_section(rows, show):
         f"{fmt(median_of([r['best_over_lowest'] for r in apart]), '.3g')}x "
         "the lowest. AutoLR's training loss over the grid's lowest: median "
         f"{fmt(median_of([r['autolr_over_lowest'] for r in rows]), '.3g')}"
-        "x over all cells.",
+        "x over all cells. AutoLR's landing LR is within "
+        f"{LANDING_WITHIN:g}x of the peak LR of the grid's best cell by the "
+        f"metric in {near['best']} of {landings} runs, and of its "
+        f"lowest-training-loss cell in {near['lowest']}.",
     ]
     return out

@@ -31,7 +31,12 @@ SECTIONS = (
     (
         "suite",
         "The suite: AutoLR versus tuned grids",
-        ("Summary", "Candidate defaults against the goals", "Run"),
+        (
+            "Summary",
+            "Training loss against the metric",
+            "Candidate defaults against the goals",
+            "Run",
+        ),
     ),
     ("switch_ceiling", "The best switch decision, in hindsight", None),
     ("replay", "AutoLR's trajectory replayed as fixed schedules", ()),

@@ -163,6 +163,12 @@ def test_the_training_loss_is_set_beside_the_grids_cells(quick):
         assert row["autolr_over_lowest"] == pytest.approx(
             row["autolr_train_loss"] / min(losses)
         )
+        landings = [
+            r["autolr_peak_lr"]
+            for r in runs
+            if r["key"].startswith(f"{task}/{row['method']}/B{b}/")
+        ]
+        assert row["landing_lrs"] == landings and len(landings) == 1
     text = (out / "suite.md").read_text()
     assert "## Training loss against the metric" in text
     assert f"of {len(rows)} cells the grid's best cell by the metric" in text
