@@ -23,10 +23,7 @@ from benchmarks.suite_plan import (
     metric_value,
     run_key,
 )
-from benchmarks.suite_stats import median_of
-
-# The goal on the landing LR: within this factor of a grid's peak.
-LANDING_WITHIN = 3.0
+from benchmarks.suite_stats import LANDING_WITHIN, median_of, within
 
 
 def training_loss_rows(settings, runs, summary):
@@ -86,11 +83,6 @@ def _row(task, b, method, metric, sign, ours, grid):
     }
 
 
-def _within(lr, peak, factor):
-    """`lr` within `factor` of `peak`, either side."""
-    return lr is not None and peak / factor <= lr <= peak * factor
-
-
 def _ratio(value, floor):
     """`value / floor`; None where either is missing or `floor` is 0 (a
     training loss that underflowed)."""
@@ -131,7 +123,7 @@ def training_loss_section(rows, show):
     apart = [r for r in rows if r["best_peak_lr"] != r["lowest_peak_lr"]]
     near = {
         cell: sum(
-            _within(lr, r[f"{cell}_peak_lr"], LANDING_WITHIN)
+            within(lr, r[f"{cell}_peak_lr"], LANDING_WITHIN)
             for r in rows
             for lr in r["landing_lrs"]
         )

@@ -30,8 +30,11 @@ from benchmarks.tasks import HALVES, TASKS
 
 WITHIN_POINTS = 0.01  # Classification: within 1 accuracy point.
 WITHIN_RELATIVE = 0.03  # Val loss, RMSE: within 3 %.
-# The goals on max LR / landing LR: in every run, and its median.
-OVERSHOOT_GOAL, MEDIAN_OVERSHOOT_GOAL = 4.0, 3.0
+# The goals on max LR / the LR at the smoothed minimum: in every run, and
+# its median; and on the landing LR: within this factor of the grid's best
+# peak LR.
+PAST_MINIMUM_GOAL, MEDIAN_PAST_MINIMUM_GOAL = 4.0, 3.0
+LANDING_WITHIN = 3.0
 
 
 def summarize(settings, runs):
@@ -238,8 +241,9 @@ def candidate_goals(settings, summary, runs, records):
     batch size, AutoLR method and seed, under the tasks' current
     fingerprints) against the goals: per method, the cells (task and batch
     size) within the grid's tolerance and those that beat every
-    alternative (the grids and alternatives of `summary`), and the
-    overshoot over all its runs."""
+    alternative (the grids and alternatives of `summary`); over all its
+    runs, the largest LR over the LR at the smoothed minimum, and the
+    landing LRs within `LANDING_WITHIN` of the grid's best peak."""
     versions = {"defaults": [r for r in runs if r["method"] in AUTOLR]}
     versions.update(_versions(records))
     out = []
@@ -277,18 +281,39 @@ def _goals(settings, summary, records):
         tally["cells"] += 1
         tally["near_grid"] += bool(goals["near_grid"])
         tally["beats_alternatives"] += bool(goals["beats_alternatives"])
-    overshoots = [
-        r["autolr_overshoot"]
+    past = [
+        r["autolr_max_lr"] / r["autolr_minimum_lr"]
         for group in groups.values()
         for r in group
-        if r.get("autolr_overshoot") is not None
+        if r.get("autolr_max_lr") and r.get("autolr_minimum_lr")
     ]
     row.update(
-        median_overshoot=median_of(overshoots),
-        largest_overshoot=largest_of(overshoots),
-        overshoot_at_most_4=sum(v <= OVERSHOOT_GOAL for v in overshoots),
+        median_past_minimum=median_of(past),
+        largest_past_minimum=largest_of(past),
+        past_minimum_at_most_4=sum(v <= PAST_MINIMUM_GOAL for v in past),
+        landing_near_grid=sum(
+            landing_near_grid(r, summary[task][str(b)])
+            for (task, b, _), group in groups.items()
+            for r in group
+        ),
     )
     return row
+
+
+def landing_near_grid(record, cells):
+    """Whether the AutoLR run `record` landed within `LANDING_WITHIN` of
+    the best peak LR of its optimizer's grid in `cells` (one task and
+    batch size of `summarize`)."""
+    grid = cells.get("grid_" + record["optimizer"]) or {}
+    return within(
+        record.get("autolr_peak_lr"), grid.get("best_peak_lr"), LANDING_WITHIN
+    )
+
+
+def within(lr, peak, factor):
+    """`lr` within `factor` of `peak`, either side; False where either is
+    missing."""
+    return bool(lr and peak and peak / factor <= lr <= peak * factor)
 
 
 def by_half(settings, summary, runs, records):

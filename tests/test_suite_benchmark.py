@@ -175,8 +175,9 @@ def test_the_training_loss_is_set_beside_the_grids_cells(quick):
 
 
 def test_the_defaults_are_judged_against_the_goals(quick):
-    """The first row of the candidates' table counts the verdicts and the
-    overshoots of the report's own AutoLR runs."""
+    """The first row of the candidates' table counts the verdicts, the
+    landings near the grid's and the LRs past the minimum of the report's
+    own AutoLR runs."""
     out, _, report = quick
     defaults = report["candidates"][0]
     assert defaults["code"] == "defaults"
@@ -191,12 +192,16 @@ def test_the_defaults_are_judged_against_the_goals(quick):
                 bool(v["beats_alternatives"]) for v in verdicts
             ),
         }
-    overshoots = sorted(row["overshoot"] for row in report["autolr_runs"])
-    assert defaults["median_overshoot"] == pytest.approx(
-        (overshoots[1] + overshoots[2]) / 2
+    rows = report["autolr_runs"]
+    past = sorted(row["past_minimum"] for row in rows)
+    assert defaults["median_past_minimum"] == pytest.approx(
+        (past[1] + past[2]) / 2
     )
-    assert defaults["largest_overshoot"] == overshoots[-1]
-    assert defaults["overshoot_at_most_4"] == sum(v <= 4 for v in overshoots)
+    assert defaults["largest_past_minimum"] == pytest.approx(past[-1])
+    assert defaults["past_minimum_at_most_4"] == sum(v <= 4 for v in past)
+    assert defaults["landing_near_grid"] == sum(
+        1 / 3 <= row["peak_over_grid_best"] <= 3 for row in rows
+    )
     # The code version that ran them covers the same plan: the same row.
     (version,) = report["candidates"][1:]
     assert {**version, "code": "defaults"} == defaults
