@@ -31,12 +31,7 @@ SECTIONS = (
     (
         "suite",
         "The suite: AutoLR versus tuned grids",
-        (
-            "Summary",
-            "Training loss against the metric",
-            "Candidate defaults against the goals",
-            "Run",
-        ),
+        ("Summary", "Candidate defaults against the goals", "Run"),
     ),
     ("switch_ceiling", "The best switch decision, in hindsight", None),
     ("replay", "AutoLR's trajectory replayed as fixed schedules", ()),
