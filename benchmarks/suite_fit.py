@@ -18,6 +18,7 @@ from benchmarks.common import fmt
 from benchmarks.suite_plan import (
     AUTOLR,
     OPTIMIZER,
+    best_cell,
     grid_cells,
     make_spec,
     metric_value,
@@ -32,7 +33,6 @@ def training_loss_rows(settings, runs, summary):
     first = settings["seeds"][0]
     rows = []
     for task, info in settings["tasks"].items():
-        sign = 1.0 if info["higher_is_better"] else -1.0
         for b in info["batch_sizes"]:
             cells = summary[task][str(b)]
             for method in [m for m in AUTOLR if m in cells]:
@@ -43,6 +43,8 @@ def training_loss_rows(settings, runs, summary):
                 ]
                 if not done or any(r is None for r in done):
                     continue
+                cell = best_cell(settings, task, grid, b, by_key)
+                best = by_key[run_key(make_spec(task, grid, b, first, *cell))]
                 mine = [
                     r
                     for r in runs
@@ -51,19 +53,19 @@ def training_loss_rows(settings, runs, summary):
                     and r["method"] == method
                 ]
                 ours = [r["final_train_loss"] for r in mine]
-                row = _row(task, b, method, info["metric"], sign, ours, done)
+                row = _row(task, b, method, info["metric"], ours, done, best)
                 row["autolr_metric"] = cells[method]["mean"]
                 row["landing_lrs"] = [r.get("autolr_peak_lr") for r in mine]
                 rows.append(row)
     return rows
 
 
-def _row(task, b, method, metric, sign, ours, grid):
+def _row(task, b, method, metric, ours, grid, best):
     """The row of one cell: AutoLR's training losses `ours` (one per
-    seed, None where not finite) and the grid's first-seed records."""
+    seed, None where not finite), the grid's first-seed records and its
+    best cell's record (`suite_plan.best_cell`)."""
     trained = [r for r in grid if r["final_train_loss"] is not None]
     lowest = min(trained, key=lambda r: r["final_train_loss"])
-    best = max(grid, key=lambda r: sign * metric_value(r, metric))
     finite = [v for v in ours if v is not None]
     autolr = float(np.mean(finite)) if len(finite) == len(ours) else None
     floor = lowest["final_train_loss"]
